@@ -1,0 +1,3 @@
+module github.com/hermes-oci/hermes/api
+
+go 1.26.0
