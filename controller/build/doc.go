@@ -1,0 +1,41 @@
+// Package build turns an image in a registry into a SOCI v1 index in the
+// Hermes cache registry, without containerd, root or unpacking: the
+// in-cluster equivalent of `soci create` followed by `soci push`.
+//
+// For each selected platform manifest of the image, the Builder streams every
+// layer blob from the origin registry (digest verified while it streams),
+// builds the layer's zTOC with soci-snapshotter's ztoc package, and pushes the
+// zTOCs and then the index manifest to the cache registry, in the repository
+// named after the normalized source repository (registry/names.Repository).
+// The index manifest goes last, so a half-built artifact is never
+// discoverable through the Referrers API.
+//
+// Key terms:
+//
+//   - zTOC: a layer's table of contents (file names, offsets, modes) plus the
+//     gzip checkpoints ("zinfo") that let a reader inflate any span of the
+//     layer without reading what comes before it.
+//   - span: the unit of lazy fetching, SpanSize bytes of uncompressed data
+//     between two checkpoints.
+//   - SOCI v1 index: an OCI image manifest with artifactType
+//     application/vnd.amazon.soci.index.v1+json whose layers are the zTOCs and
+//     whose subject is the platform image manifest.
+//
+// Layout in the cache registry for image 127.0.0.1:5000/team/app:
+//
+//	<cache>/127.0.0.1_5000/team/app
+//	├── blobs/<ztoc digest>          one per indexed layer
+//	├── blobs/<{} digest>            the index's empty config
+//	└── manifests/<index digest>     subject = platform manifest digest,
+//	                                 found via /referrers/<manifest digest>
+//
+// Resources are bounded: at most Config.Concurrency layers are in flight,
+// each layer is streamed to one temporary file (never held in memory), and
+// every temporary file lives in a per-build directory that is removed on
+// every exit path, including errors and cancellation. Builds are idempotent:
+// an index already in the cache for the same manifest and settings is
+// reported, not rebuilt.
+//
+// The package is a pure client and does not log; progress is reported per
+// layer through Request.Progress.
+package build

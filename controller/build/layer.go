@@ -1,0 +1,149 @@
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/awslabs/soci-snapshotter/ztoc"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// progressStep is how many fetched bytes pass between two progress events.
+const progressStep = 4 << 20
+
+// layer fetches one layer blob into a temp file, verifying its digest while
+// it streams, builds its zTOC with soci's ztoc package, and keeps the
+// serialized zTOC in a temp file for the push. The layer file is removed
+// before it returns, whatever happens.
+func (r *run) layer(ctx context.Context, l ocispec.Descriptor, algo string, report func(Progress)) (*builtLayer, error) {
+	f, err := os.CreateTemp(r.dir, "layer-*")
+	if err != nil {
+		return nil, fmt.Errorf("temp file: %w", err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+
+	report(Progress{State: LayerFetching})
+	if err := r.fetch(ctx, l, f, report); err != nil {
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("temp file: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	report(Progress{State: LayerIndexing, Done: l.Size})
+	z, err := ztoc.NewBuilder(r.settings.BuildToolIdentifier).BuildZtoc(f.Name(), r.settings.SpanSize, ztoc.WithCompression(algo))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidLayer, err)
+	}
+	return r.keepZtoc(z)
+}
+
+// keepZtoc serializes z into the build's temp dir for the push.
+func (r *run) keepZtoc(z *ztoc.Ztoc) (*builtLayer, error) {
+	zr, desc, err := ztoc.Marshal(z)
+	if err != nil {
+		return nil, fmt.Errorf("marshal zTOC: %w", err)
+	}
+	path := filepath.Join(r.dir, "ztoc-"+desc.Digest.Encoded())
+	out, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("temp file: %w", err)
+	}
+	_, err = io.Copy(out, zr)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("temp file: %w", err)
+	}
+	return &builtLayer{ztoc: desc, path: path, disableXattrs: shouldDisableXattrs(z)}, nil
+}
+
+// fetch copies the blob l into w, failing with ErrDigestMismatch when the
+// bytes are not what the descriptor says.
+func (r *run) fetch(ctx context.Context, l ocispec.Descriptor, w io.Writer, report func(Progress)) error {
+	if err := l.Digest.Validate(); err != nil {
+		return fmt.Errorf("%w: layer digest: %w", ErrInvalidRequest, err)
+	}
+	rc, err := r.origin.Blobs().Fetch(ctx, l)
+	if err != nil {
+		return classify(ctx, origin, err)
+	}
+	defer rc.Close()
+	vr := newVerifyingReader(rc, l, func(done int64) { report(Progress{State: LayerFetching, Done: done}) })
+	buf := make([]byte, 1<<20)
+	if _, err := io.CopyBuffer(w, vr, buf); err != nil {
+		return fetchError(ctx, err)
+	}
+	return vr.verify()
+}
+
+// fetchError classifies an error met while reading a blob body: a cut
+// connection is an unavailable origin.
+func fetchError(ctx context.Context, err error) error {
+	if errors.Is(err, ErrDigestMismatch) {
+		return err
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return classify(ctx, origin, err)
+}
+
+// verifyingReader hashes what it reads and refuses to read past the
+// descriptor's size; verify checks size and digest at the end.
+type verifyingReader struct {
+	r        io.Reader
+	desc     ocispec.Descriptor
+	digester digest.Digester
+	n        int64
+	last     int64
+	report   func(done int64)
+}
+
+func newVerifyingReader(r io.Reader, desc ocispec.Descriptor, report func(int64)) *verifyingReader {
+	return &verifyingReader{r: r, desc: desc, digester: desc.Digest.Algorithm().Digester(), report: report}
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	if rem := v.desc.Size - v.n + 1; int64(len(p)) > rem {
+		// One byte past the size is enough to notice a longer blob.
+		p = p[:rem]
+	}
+	n, err := v.r.Read(p)
+	if n > 0 {
+		v.digester.Hash().Write(p[:n])
+		v.n += int64(n)
+		if v.n > v.desc.Size {
+			return n, fmt.Errorf("blob %s: %w: more than %d bytes", v.desc.Digest, ErrDigestMismatch, v.desc.Size)
+		}
+		if v.report != nil && (v.n-v.last >= progressStep || v.n == v.desc.Size) {
+			v.last = v.n
+			v.report(v.n)
+		}
+	}
+	if err == io.EOF && v.n < v.desc.Size {
+		err = fmt.Errorf("blob %s: %d of %d bytes: %w", v.desc.Digest, v.n, v.desc.Size, io.ErrUnexpectedEOF)
+	}
+	return n, err
+}
+
+// verify reports whether everything read matched the descriptor.
+func (v *verifyingReader) verify() error {
+	if v.n != v.desc.Size {
+		return fmt.Errorf("blob %s: %w: %d bytes, want %d", v.desc.Digest, ErrDigestMismatch, v.n, v.desc.Size)
+	}
+	if got := v.digester.Digest(); got != v.desc.Digest {
+		return fmt.Errorf("blob %s: %w: got %s", v.desc.Digest, ErrDigestMismatch, got)
+	}
+	return nil
+}

@@ -1,0 +1,183 @@
+package build
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/platforms"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry/remote/auth"
+)
+
+// Defaults of the settings, the same as `soci create`'s.
+const (
+	DefaultMinLayerSize = 10 << 20 // 10 MiB
+	DefaultSpanSize     = 4 << 20  // 4 MiB
+	// DefaultBuildToolIdentifier is written into every zTOC and the index.
+	DefaultBuildToolIdentifier = "Hermes SOCI builder v1"
+)
+
+// Config holds what stays the same for every build of one Builder.
+type Config struct {
+	// CacheHost is the cache registry, host[:port]. Required.
+	CacheHost string
+	// CacheCredentials authenticate writes to the cache registry; nil means
+	// anonymous.
+	CacheCredentials auth.CredentialFunc
+	// Concurrency bounds the layers fetched and indexed at once; 0 means the
+	// number of CPUs. Each layer in flight may hold one temporary file of the
+	// layer's size.
+	Concurrency int
+	// TempDir is where layer blobs are staged; empty means os.TempDir().
+	TempDir string
+	// PlainHTTP says whether to talk plain HTTP to a registry host; nil means
+	// plain HTTP for loopback hosts (localhost, 127.0.0.0/8, ::1) only.
+	PlainHTTP func(host string) bool
+	// HTTPClient sends the requests; nil means oras-go's retrying client.
+	// Authentication is layered on top of it.
+	HTTPClient *http.Client
+	// UserAgent is sent with every request; empty means "hermes-build".
+	UserAgent string
+}
+
+// Settings decide what the index contains. Two builds with equal Settings of
+// the same manifest produce the same index; they are recorded on the index so
+// that a later build can tell whether it already exists.
+type Settings struct {
+	// MinLayerSize: layers smaller than this (compressed) get no zTOC; they
+	// are fetched whole when a container starts. 0 means
+	// DefaultMinLayerSize; use 1 to index every layer.
+	MinLayerSize int64
+	// SpanSize is the uncompressed distance between checkpoints; 0 means
+	// DefaultSpanSize.
+	SpanSize int64
+	// XAttrOptimization marks zTOCs of layers without extended attributes or
+	// opaque directories so the snapshotter skips xattr lookups for them
+	// (soci's "xattr" optimization).
+	XAttrOptimization bool
+	// BuildToolIdentifier is written into every zTOC and the index; empty
+	// means DefaultBuildToolIdentifier. zTOCs are byte-identical to soci's
+	// own for the same identifier.
+	BuildToolIdentifier string
+}
+
+// withDefaults fills the zero values and validates the rest.
+func (s Settings) withDefaults() (Settings, error) {
+	if s.MinLayerSize == 0 {
+		s.MinLayerSize = DefaultMinLayerSize
+	}
+	if s.SpanSize == 0 {
+		s.SpanSize = DefaultSpanSize
+	}
+	if s.BuildToolIdentifier == "" {
+		s.BuildToolIdentifier = DefaultBuildToolIdentifier
+	}
+	if s.MinLayerSize < 0 {
+		return s, fmt.Errorf("%w: min layer size %d is negative", ErrInvalidRequest, s.MinLayerSize)
+	}
+	// The C zinfo code keeps offsets in signed 64-bit and needs room for a
+	// 32 KiB window per checkpoint; spans below that make no sense.
+	if s.SpanSize < 1<<15 {
+		return s, fmt.Errorf("%w: span size %d is below 32 KiB", ErrInvalidRequest, s.SpanSize)
+	}
+	return s, nil
+}
+
+// annotation records the settings on the index manifest, for idempotency.
+// Key order is fixed so that equal settings give equal strings.
+func (s Settings) annotation() string {
+	opts := []string{}
+	if s.XAttrOptimization {
+		opts = append(opts, "xattr")
+	}
+	sort.Strings(opts)
+	return "min-layer-size=" + strconv.FormatInt(s.MinLayerSize, 10) +
+		",span-size=" + strconv.FormatInt(s.SpanSize, 10) +
+		",optimizations=" + strings.Join(opts, "+")
+}
+
+// Request is one build: an image and the platforms to index.
+type Request struct {
+	// Image is an image reference as users write it: "nginx",
+	// "ghcr.io/org/app:1.2", "host:5000/a/b@sha256:...". Short Docker Hub
+	// names are normalized.
+	Image string
+	// Platforms to index; empty means linux/amd64. A single-platform image is
+	// indexed when its config's platform matches one of them (or names none).
+	Platforms []ocispec.Platform
+	// AllPlatforms indexes every platform manifest of a multi-platform image
+	// (attestation manifests excluded) and ignores Platforms.
+	AllPlatforms bool
+	// Settings of the index.
+	Settings Settings
+	// OriginCredentials authenticate reads from the image's registry; nil
+	// means anonymous.
+	OriginCredentials auth.CredentialFunc
+	// Progress, if set, is called for every layer event. Calls come from
+	// several goroutines, one layer at a time each; it must not block long.
+	Progress func(Progress)
+}
+
+// DefaultPlatform is the platform built when a request names none.
+var DefaultPlatform = ocispec.Platform{OS: "linux", Architecture: "amd64"}
+
+// ParsePlatforms parses a comma-separated platform list ("linux/amd64,
+// linux/arm64/v8"). "all" selects every platform (the second result).
+func ParsePlatforms(s string) ([]ocispec.Platform, bool, error) {
+	var out []ocispec.Platform
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if f == "all" {
+			return nil, true, nil
+		}
+		p, err := platforms.Parse(f)
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: platform %q: %w", ErrInvalidRequest, f, err)
+		}
+		out = append(out, p)
+	}
+	return out, false, nil
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.CacheHost == "" {
+		return c, fmt.Errorf("%w: no cache registry host", ErrInvalidRequest)
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = runtime.NumCPU()
+	}
+	if c.TempDir == "" {
+		c.TempDir = os.TempDir()
+	}
+	if c.PlainHTTP == nil {
+		c.PlainHTTP = IsLoopback
+	}
+	if c.UserAgent == "" {
+		c.UserAgent = "hermes-build"
+	}
+	return c, nil
+}
+
+// IsLoopback reports whether host[:port] names this machine; registries there
+// are spoken to over plain HTTP by default, as containerd does.
+func IsLoopback(host string) bool {
+	h := host
+	if hh, _, err := net.SplitHostPort(host); err == nil {
+		h = hh
+	}
+	h = strings.Trim(h, "[]")
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}

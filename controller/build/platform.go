@@ -1,0 +1,284 @@
+package build
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/awslabs/soci-snapshotter/soci"
+	"github.com/awslabs/soci-snapshotter/ztoc"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+	"oras.land/oras-go/v2/registry/remote"
+)
+
+// run is the state of one Build call.
+type run struct {
+	b        *Builder
+	settings Settings
+	origin   *remote.Repository
+	cache    *remote.Repository
+	dir      string
+	progress func(Progress)
+
+	mu    sync.Mutex
+	built map[digest.Digest]*builtLayer // by layer digest, shared by platforms
+}
+
+// builtLayer is a zTOC waiting in a temp file to be pushed.
+type builtLayer struct {
+	ztoc ocispec.Descriptor // digest and size
+	path string
+	// disableXattrs is soci's xattr optimization verdict for this layer.
+	disableXattrs bool
+}
+
+// platform indexes one platform manifest.
+func (r *run) platform(ctx context.Context, t target) (*PlatformResult, error) {
+	subject := ocispec.Descriptor{MediaType: t.desc.MediaType, Digest: t.desc.Digest, Size: t.desc.Size}
+	pr := &PlatformResult{Platform: t.platform, Manifest: subject}
+
+	if existing, err := r.existingIndex(ctx, subject); err != nil {
+		return nil, err
+	} else if existing != nil {
+		pr.Index, pr.Existed = existing, true
+		return pr, nil
+	}
+
+	manifest, err := r.fetchImageManifest(ctx, t.desc)
+	if err != nil {
+		return nil, err
+	}
+
+	pr.Layers = make([]LayerResult, len(manifest.Layers))
+	report := func(i int, p Progress) {
+		if r.progress == nil {
+			return
+		}
+		l := manifest.Layers[i]
+		p.Platform, p.Manifest, p.Layer, p.Layers, p.Digest, p.Size = t.platform, t.desc.Digest, i, len(manifest.Layers), l.Digest, l.Size
+		r.progress(p)
+	}
+
+	// Layers to build, once per digest even if a manifest repeats one.
+	first := map[digest.Digest]int{}
+	algos := map[int]string{}
+	for i, l := range manifest.Layers {
+		pr.Layers[i] = LayerResult{Digest: l.Digest, MediaType: l.MediaType, Size: l.Size}
+		algo, err := layerPlan(l, r.settings)
+		if err != nil {
+			pr.Layers[i].State, pr.Layers[i].Reason = LayerSkipped, strings.TrimPrefix(err.Error(), errSkip.Error()+": ")
+			report(i, Progress{State: LayerSkipped, Reason: pr.Layers[i].Reason})
+			continue
+		}
+		if _, dup := first[l.Digest]; !dup {
+			first[l.Digest] = i
+			algos[i] = algo
+		}
+		report(i, Progress{State: LayerPending})
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.b.cfg.Concurrency)
+	for i, algo := range algos {
+		l := manifest.Layers[i]
+		g.Go(func() error {
+			if bl := r.lookup(l.Digest); bl != nil {
+				return nil // built for an earlier platform of this image
+			}
+			bl, err := r.layer(gctx, l, algo, func(p Progress) { report(i, p) })
+			if err != nil {
+				report(i, Progress{State: LayerFailed, Reason: err.Error()})
+				return fmt.Errorf("layer %d (%s): %w", i, l.Digest, err)
+			}
+			r.mu.Lock()
+			r.built[l.Digest] = bl
+			r.mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, classify(ctx, origin, err)
+	}
+
+	var blobs []ocispec.Descriptor
+	var files []*builtLayer
+	for i, l := range manifest.Layers {
+		if pr.Layers[i].State == LayerSkipped {
+			continue
+		}
+		bl := r.lookup(l.Digest)
+		desc := r.ztocDescriptor(l, bl)
+		pr.Layers[i].State, pr.Layers[i].Ztoc = LayerBuilt, &desc
+		report(i, Progress{State: LayerBuilt, Done: l.Size, Ztoc: bl.ztoc.Digest})
+		blobs = append(blobs, desc)
+		files = append(files, bl)
+	}
+	if len(blobs) == 0 {
+		return pr, nil // nothing to index: every layer was skipped
+	}
+
+	index := soci.NewIndex(soci.V1, blobs, &subject, map[string]string{
+		soci.IndexAnnotationBuildToolIdentifier: r.settings.BuildToolIdentifier,
+		indexAnnotationSettings:                 r.settings.annotation(),
+	})
+	desc, err := r.push(ctx, index, files)
+	if err != nil {
+		return nil, err
+	}
+	pr.Index = desc
+	return pr, nil
+}
+
+func (r *run) lookup(d digest.Digest) *builtLayer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.built[d]
+}
+
+// ztocDescriptor is the index entry for a layer's zTOC, annotated exactly as
+// soci's IndexBuilder does.
+func (r *run) ztocDescriptor(layer ocispec.Descriptor, bl *builtLayer) ocispec.Descriptor {
+	d := ocispec.Descriptor{
+		MediaType: soci.SociLayerMediaType,
+		Digest:    bl.ztoc.Digest,
+		Size:      bl.ztoc.Size,
+		Annotations: map[string]string{
+			soci.IndexAnnotationImageLayerMediaType: layer.MediaType,
+			soci.IndexAnnotationImageLayerDigest:    layer.Digest.String(),
+			soci.IndexAnnotationSociSpanSize:        strconv.FormatInt(r.settings.SpanSize, 10),
+		},
+	}
+	if r.settings.XAttrOptimization && bl.disableXattrs {
+		d.Annotations[soci.IndexAnnotationDisableXAttrs] = "true"
+	}
+	return d
+}
+
+// fetchImageManifest fetches and parses a platform manifest.
+func (r *run) fetchImageManifest(ctx context.Context, desc ocispec.Descriptor) (*ocispec.Manifest, error) {
+	_, body, err := fetchManifest(ctx, r.origin, desc.Digest.String())
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, fmt.Errorf("%w: manifest %s: %w", ErrUnsupportedMediaType, desc.Digest, err)
+	}
+	return &m, nil
+}
+
+// existingIndex returns the SOCI index already in the cache for subject with
+// the same settings, or nil.
+func (r *run) existingIndex(ctx context.Context, subject ocispec.Descriptor) (*ocispec.Descriptor, error) {
+	var found *ocispec.Descriptor
+	errFound := errors.New("found")
+	err := r.cache.Referrers(ctx, subject, soci.SociIndexArtifactTypeV1, func(refs []ocispec.Descriptor) error {
+		for _, d := range refs {
+			ann := d.Annotations
+			if ann == nil {
+				// A registry that leaves annotations out of the referrers
+				// list: read them from the index itself.
+				var err error
+				if ann, err = r.indexAnnotations(ctx, d); err != nil {
+					return err
+				}
+			}
+			if ann[indexAnnotationSettings] == r.settings.annotation() &&
+				ann[soci.IndexAnnotationBuildToolIdentifier] == r.settings.BuildToolIdentifier {
+				d := d
+				found = &d
+				return errFound
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errFound) {
+		err = classify(ctx, cacheRead, err)
+		if errors.Is(err, ErrNotFound) {
+			return nil, nil // no repository yet
+		}
+		return nil, fmt.Errorf("cache referrers of %s: %w", subject.Digest, err)
+	}
+	return found, nil
+}
+
+func (r *run) indexAnnotations(ctx context.Context, d ocispec.Descriptor) (map[string]string, error) {
+	_, body, err := fetchManifest(ctx, r.cache, d.Digest.String())
+	if err != nil {
+		return nil, err
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, nil // not ours to judge; treat as a different index
+	}
+	return m.Annotations, nil
+}
+
+// push uploads the zTOCs, the empty config and then the index manifest, so
+// the index becomes visible only when everything it points to is there.
+func (r *run) push(ctx context.Context, index *soci.Index, files []*builtLayer) (*ocispec.Descriptor, error) {
+	seen := map[digest.Digest]bool{}
+	for _, f := range files {
+		if seen[f.ztoc.Digest] {
+			continue
+		}
+		seen[f.ztoc.Digest] = true
+		if err := r.pushBlob(ctx, f.ztoc, func() (io.ReadCloser, error) { return os.Open(f.path) }); err != nil {
+			return nil, fmt.Errorf("push zTOC %s: %w", f.ztoc.Digest, err)
+		}
+	}
+	config := []byte("{}")
+	if err := r.pushBlob(ctx, index.Config, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(config)), nil }); err != nil {
+		return nil, fmt.Errorf("push index config: %w", err)
+	}
+	body, err := soci.MarshalIndex(index)
+	if err != nil {
+		return nil, err
+	}
+	desc := ocispec.Descriptor{
+		MediaType:    ocispec.MediaTypeImageManifest,
+		ArtifactType: index.ArtifactType,
+		Digest:       digest.FromBytes(body),
+		Size:         int64(len(body)),
+	}
+	if err := r.cache.Manifests().Push(ctx, desc, bytes.NewReader(body)); err != nil {
+		return nil, fmt.Errorf("push index %s: %w", desc.Digest, classify(ctx, cacheWrite, err))
+	}
+	return &desc, nil
+}
+
+func (r *run) pushBlob(ctx context.Context, desc ocispec.Descriptor, open func() (io.ReadCloser, error)) error {
+	ok, err := r.cache.Blobs().Exists(ctx, desc)
+	if err != nil {
+		return classify(ctx, cacheWrite, err)
+	}
+	if ok {
+		return nil
+	}
+	rc, err := open()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	return classify(ctx, cacheWrite, r.cache.Blobs().Push(ctx, desc, rc))
+}
+
+// shouldDisableXattrs is soci's xattr optimization rule: a layer without any
+// extended attribute and without opaque directories can skip xattr lookups.
+func shouldDisableXattrs(z *ztoc.Ztoc) bool {
+	for _, md := range z.FileMetadata {
+		if len(md.Xattrs()) > 0 || strings.HasSuffix(md.Name, ".wh..wh..opq") {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,110 @@
+// Package progress renders build.Progress events for a terminal or a log:
+// on a terminal one line per layer, redrawn in place; elsewhere one line per
+// state change.
+package progress
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+
+	"github.com/containerd/platforms"
+
+	"github.com/hermes-oci/hermes/controller/build"
+)
+
+// Display turns progress events into text. Its Update method is safe for
+// concurrent use and can be passed as build.Request.Progress.
+type Display struct {
+	w   io.Writer
+	tty bool
+
+	mu     sync.Mutex
+	order  []string
+	layers map[string]build.Progress
+	drawn  int // lines drawn by the last redraw (tty)
+}
+
+// New returns a Display writing to w; tty selects in-place redrawing.
+func New(w io.Writer, tty bool) *Display {
+	return &Display{w: w, tty: tty, layers: map[string]build.Progress{}}
+}
+
+func key(p build.Progress) string { return p.Manifest.String() + "/" + fmt.Sprint(p.Layer) }
+
+// Update records one event.
+func (d *Display) Update(p build.Progress) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	k := key(p)
+	prev, seen := d.layers[k]
+	if !seen {
+		d.order = append(d.order, k)
+	}
+	d.layers[k] = p
+	if d.tty {
+		d.redraw()
+		return
+	}
+	// Plain output: state changes only, so logs stay readable.
+	if !seen || prev.State != p.State {
+		fmt.Fprintln(d.w, Line(p))
+	}
+}
+
+// Finish ends the display (leaves the final state on screen).
+func (d *Display) Finish() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.drawn = 0
+}
+
+func (d *Display) redraw() {
+	var b strings.Builder
+	if d.drawn > 0 {
+		fmt.Fprintf(&b, "\x1b[%dA", d.drawn) // cursor up to the first line
+	}
+	for _, k := range d.order {
+		b.WriteString("\x1b[2K") // clear the line
+		b.WriteString(Line(d.layers[k]))
+		b.WriteByte('\n')
+	}
+	d.drawn = len(d.order)
+	io.WriteString(d.w, b.String())
+}
+
+// Line formats one layer's state.
+func Line(p build.Progress) string {
+	short := p.Digest.Encoded()
+	if len(short) > 12 {
+		short = short[:12]
+	}
+	head := fmt.Sprintf("%s layer %d/%d %s %9s", platforms.Format(p.Platform), p.Layer+1, p.Layers, short, mb(p.Size))
+	switch p.State {
+	case build.LayerFetching:
+		pct := 0.0
+		if p.Size > 0 {
+			pct = 100 * float64(p.Done) / float64(p.Size)
+		}
+		return fmt.Sprintf("%s  fetching %5.1f%% %s", head, pct, bar(pct))
+	case build.LayerBuilt:
+		z := p.Ztoc.Encoded()
+		if len(z) > 12 {
+			z = z[:12]
+		}
+		return fmt.Sprintf("%s  built    ztoc %s", head, z)
+	case build.LayerSkipped, build.LayerFailed:
+		return fmt.Sprintf("%s  %-8s %s", head, p.State, p.Reason)
+	default:
+		return fmt.Sprintf("%s  %s", head, p.State)
+	}
+}
+
+func mb(n int64) string { return fmt.Sprintf("%.1fMB", float64(n)/1e6) }
+
+func bar(pct float64) string {
+	const width = 20
+	n := int(pct / 100 * width)
+	return "[" + strings.Repeat("=", n) + strings.Repeat(" ", width-n) + "]"
+}
