@@ -1,13 +1,8 @@
 package imagegen
 
 import (
-	"archive/tar"
-	"context"
 	"errors"
 	"time"
-
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // Errors returned by this package; callers match them with errors.Is.
@@ -139,36 +134,12 @@ type Option func(*options)
 
 type options struct {
 	cacheDir string
+	busybox  string
 }
+
+// WithBusybox packs the busybox binary at path instead of BusyboxPath.
+func WithBusybox(path string) Option { return func(o *options) { o.busybox = path } }
 
 // WithCacheDir stores generated layer blobs in dir instead of
 // $HERMES_CACHE/imagegen.
 func WithCacheDir(dir string) Option { return func(o *options) { o.cacheDir = dir } }
-
-var errNotYet = errors.New("imagegen: not implemented yet")
-
-// Image builds the image described by spec. The same spec always yields the
-// same digest.
-func Image(spec Spec, opts ...Option) (v1.Image, error) { return nil, errNotYet }
-
-// Index builds a multi-platform image index with one manifest per platform
-// key ("linux/amd64", "linux/arm64"); each Spec's Platform is set from its
-// key.
-func Index(specs map[string]Spec, opts ...Option) (v1.ImageIndex, error) { return nil, errNotYet }
-
-// EdgeCase returns the edge-case Spec: a busybox layer and several layers of
-// tar corner cases (see edgecase.go).
-func EdgeCase() Spec { return Spec{} }
-
-// Push pushes a v1.Image or v1.ImageIndex to ref and returns its digest.
-// Loopback registries (127.0.0.1, localhost) are spoken to over plain HTTP.
-func Push(ctx context.Context, ref string, x remote.Taggable, opts ...remote.Option) (v1.Hash, error) {
-	return v1.Hash{}, errNotYet
-}
-
-// Tree returns the merged filesystem of img: every path (slash-separated,
-// no leading "/") after applying layers in order with whiteouts and opaque
-// directories.
-func Tree(img v1.Image) (map[string]FileInfo, error) { return nil, errNotYet }
-
-var _ = tar.TypeReg
