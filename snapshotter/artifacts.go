@@ -1,0 +1,103 @@
+package snapshotter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+
+	socifs "github.com/awslabs/soci-snapshotter/fs"
+	"github.com/awslabs/soci-snapshotter/soci"
+	"github.com/awslabs/soci-snapshotter/soci/store"
+	"github.com/containerd/containerd/v2/pkg/reference"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/errcode"
+)
+
+// Source names, as they appear in logs, metrics and Resolution.Source.
+const (
+	SourceCache    = "cache"
+	SourceUpstream = "upstream"
+)
+
+// findReferrer returns the SOCI v1 index among the referrers of manifest in
+// repo, or an error wrapping ErrNoIndex.
+func findReferrer(ctx context.Context, repo *remote.Repository, manifest digest.Digest) (ocispec.Descriptor, error) {
+	desc, err := socifs.NewOCIArtifactClient(repo).SelectReferrer(ctx, ocispec.Descriptor{Digest: manifest}, newestIndex)
+	if errors.Is(err, socifs.ErrNoReferrers) || isNotFound(err) {
+		return ocispec.Descriptor{}, fmt.Errorf("%w in %s for %s", ErrNoIndex, repo.Reference, manifest)
+	}
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("referrers of %s in %s: %w", manifest, repo.Reference, err)
+	}
+	return desc, nil
+}
+
+// isNotFound reports a registry's 404, which is how a registry says it
+// lacks a repository or manifest (the cache answers so for everything it
+// lacks).
+func isNotFound(err error) bool {
+	var er *errcode.ErrorResponse
+	return errors.Is(err, errdef.ErrNotFound) || errors.As(err, &er) && er.StatusCode == http.StatusNotFound
+}
+
+// newestIndex picks, among several indexes of one manifest (rebuilt with
+// other settings, say), the one created last; soci's own policy takes the
+// first listed, whose order the registry chooses.
+func newestIndex(descs []ocispec.Descriptor) (ocispec.Descriptor, error) {
+	best := descs[0]
+	for _, d := range descs[1:] {
+		if d.Annotations[ocispec.AnnotationCreated] > best.Annotations[ocispec.AnnotationCreated] {
+			best = d
+		}
+	}
+	return best, nil
+}
+
+// copyIndex copies the index desc and its zTOCs from repo into st with
+// soci's own FetchSociArtifacts, so the local store looks exactly as if soci
+// had fetched them (GC labels included). refLocator must name repo
+// (host/repository), because soci resolves size-less descriptors through it.
+func copyIndex(ctx context.Context, refLocator string, desc ocispec.Descriptor, st store.Store, repo *remote.Repository) error {
+	spec, err := reference.Parse(refLocator)
+	if err != nil {
+		return fmt.Errorf("index repository %q: %w", refLocator, err)
+	}
+	idx, err := socifs.FetchSociArtifacts(ctx, spec, desc, st, repo)
+	if err != nil {
+		return fmt.Errorf("copy SOCI index %s from %s: %w", desc.Digest, refLocator, err)
+	}
+	if len(idx.Blobs) == 0 {
+		return fmt.Errorf("%w: SOCI index %s in %s lists no zTOCs", ErrNoIndex, desc.Digest, refLocator)
+	}
+	return nil
+}
+
+// describe turns a lookup error into the short reason a log line needs:
+// refused, no response within respTimeout, not done within deadline, or the
+// error itself.
+func describe(err error, respTimeout, deadline time.Duration) error {
+	var nerr net.Error
+	switch {
+	case err == nil, errors.Is(err, ErrNoIndex):
+		return err
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("connection refused: %w", err)
+	// context.DeadlineExceeded is a net.Error too, so it goes first.
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("not done within %s: %w", deadline, err)
+	case errors.As(err, &nerr) && nerr.Timeout():
+		return fmt.Errorf("no response within %s: %w", respTimeout, err)
+	default:
+		return err
+	}
+}
+
+// indexArtifactType is the artifactType of the indexes Hermes serves.
+const indexArtifactType = soci.SociIndexArtifactTypeV1

@@ -1,0 +1,101 @@
+package snapshotter
+
+import (
+	"context"
+
+	"github.com/awslabs/soci-snapshotter/fs/source"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	ctdsnapshotters "github.com/containerd/containerd/v2/pkg/snapshotters"
+	"github.com/go-logr/logr"
+	"github.com/opencontainers/go-digest"
+)
+
+// Snapshotter is the snapshotter containerd talks to: soci's, with the SOCI
+// index of every image decided here before soci sees a Prepare.
+type Snapshotter struct {
+	snapshots.Snapshotter // soci's snapshotter
+	resolver              *Resolver
+	prepared              PrepareObserver
+}
+
+var (
+	_ snapshots.Snapshotter = (*Snapshotter)(nil)
+	_ snapshots.Cleaner     = (*Snapshotter)(nil)
+)
+
+// PrepareObserver is told how each unpack Prepare was handed to soci.
+type PrepareObserver interface {
+	Prepared(lazy bool)
+}
+
+// New wraps soci's snapshotter. obs may be nil.
+func New(soci snapshots.Snapshotter, r *Resolver, obs PrepareObserver) *Snapshotter {
+	return &Snapshotter{Snapshotter: soci, resolver: r, prepared: obs}
+}
+
+// Prepare decides, for the Prepares containerd makes while unpacking an
+// image (those carrying containerd.io/snapshot.ref), whether soci mounts the
+// layer lazily: with the image's SOCI index in the local store it adds the
+// index digest label; otherwise it removes containerd.io/snapshot.ref, so
+// soci prepares an ordinary snapshot and containerd unpacks the layer.
+func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
+	var info snapshots.Info
+	for _, o := range opts {
+		if err := o(&info); err != nil {
+			return nil, err
+		}
+	}
+	labels := info.Labels
+	if _, unpack := labels[snapshots.LabelSnapshotRef]; !unpack {
+		// A container's writable layer, or a client's own snapshot.
+		return s.Snapshotter.Prepare(ctx, key, parent, opts...)
+	}
+	if labels[source.TargetSociIndexDigestLabel] != "" {
+		// The puller chose the index itself; soci reads it as usual.
+		return s.Snapshotter.Prepare(ctx, key, parent, opts...)
+	}
+	log := logr.FromContextOrDiscard(ctx).WithValues("key", key, "layer", labels[ctdsnapshotters.TargetLayerDigestLabel])
+	ref, manifest := labels[ctdsnapshotters.TargetRefLabel], labels[ctdsnapshotters.TargetManifestDigestLabel]
+	d, err := digest.Parse(manifest)
+	if ref == "" || err != nil {
+		// Transfer-service pulls carry no image labels unless containerd's
+		// proxy_plugins entry sets enable_remote_snapshot_annotations.
+		log.V(1).Info("no image labels on Prepare: local unpack", "why", "missing "+ctdsnapshotters.TargetRefLabel+" or "+ctdsnapshotters.TargetManifestDigestLabel+" (set enable_remote_snapshot_annotations on the proxy plugin)")
+		return s.local(ctx, key, parent, opts)
+	}
+	res := s.resolver.Resolve(ctx, Image{Ref: ref, Manifest: d})
+	if !res.Lazy() {
+		log.V(1).Info("no SOCI index: local unpack", "image", ref, "why", res.Reason)
+		return s.local(ctx, key, parent, opts)
+	}
+	if s.prepared != nil {
+		s.prepared.Prepared(true)
+	}
+	return s.Snapshotter.Prepare(ctx, key, parent, append(opts, snapshots.WithLabels(map[string]string{
+		source.TargetSociIndexDigestLabel: res.Index.String(),
+	}))...)
+}
+
+// local hands soci a Prepare without containerd.io/snapshot.ref: soci then
+// returns plain overlay mounts without looking for an index (and so without
+// remembering a failure for the image), and containerd unpacks the layer.
+func (s *Snapshotter) local(ctx context.Context, key, parent string, opts []snapshots.Opt) ([]mount.Mount, error) {
+	if s.prepared != nil {
+		s.prepared.Prepared(false)
+	}
+	return s.Snapshotter.Prepare(ctx, key, parent, append(opts, func(info *snapshots.Info) error {
+		delete(info.Labels, snapshots.LabelSnapshotRef)
+		return nil
+	})...)
+}
+
+// Cleanup forwards to soci's Cleanup. Embedding alone would hide it from
+// containerd's snapshot service, which looks for snapshots.Cleaner, and
+// removed snapshots would stay on disk.
+func (s *Snapshotter) Cleanup(ctx context.Context) error {
+	if c, ok := s.Snapshotter.(snapshots.Cleaner); ok {
+		return c.Cleanup(ctx)
+	}
+	return nil
+}
