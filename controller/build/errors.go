@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/errcode"
 )
 
@@ -82,6 +83,14 @@ func classify(ctx context.Context, s side, err error) error {
 			return fmt.Errorf("%w: %w", ErrCacheWriteRefused, err)
 		}
 		return err
+	}
+	if errors.Is(err, auth.ErrBasicCredentialNotFound) {
+		// oras-go ends here when the registry challenges (401) and no
+		// credential is configured for it.
+		if s == cacheWrite {
+			return fmt.Errorf("%w: %w: 401 and no credential for the cache registry: %w", ErrCacheWriteRefused, ErrUnauthorized, err)
+		}
+		return fmt.Errorf("%w: 401 and no credential for this registry: %w", ErrUnauthorized, err)
 	}
 	if errors.Is(err, errdef.ErrNotFound) {
 		return fmt.Errorf("%w: %w", ErrNotFound, err)

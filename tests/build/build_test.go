@@ -1,0 +1,439 @@
+package build_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/awslabs/soci-snapshotter/soci"
+	"github.com/awslabs/soci-snapshotter/ztoc"
+	"github.com/containerd/platforms"
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/hermes-oci/hermes/controller/build"
+	"github.com/hermes-oci/hermes/registry/names"
+	"github.com/hermes-oci/hermes/tests/harness"
+	"github.com/hermes-oci/hermes/tools/imagegen"
+)
+
+// smallImage is a quick image with one layer of each kind the builder
+// handles: gzip random, gzip compressible, plain tar.
+func smallImage() imagegen.Spec {
+	return imagegen.Spec{Layers: []imagegen.Layer{
+		{Kind: imagegen.Busybox},
+		{Kind: imagegen.Random, Size: 12 << 20, Files: 3, Seed: 1},
+		{Kind: imagegen.Compressible, Size: 24 << 20, Files: 600, Seed: 2},
+		{Kind: imagegen.Compressible, Size: 6 << 20, Files: 100, Seed: 3, Uncompressed: true},
+	}}
+}
+
+// layerSizes returns the compressed sizes of img's layers, bottom first.
+func layers(t *testing.T, img v1.Image) []v1.Layer {
+	t.Helper()
+	ls, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ls
+}
+
+// TestBuild builds the edge-case image and a small mixed image and checks
+// the artifact in the cache: one zTOC per layer at or above the min size,
+// each listing exactly its layer's tar entries; an index soci parses, with
+// the image manifest as subject, found through the cache's referrers; and a
+// second build that finds it and does nothing.
+func TestBuild(t *testing.T) {
+	origin := harness.StartRegistry(t, harness.RegistryOptions{})
+	cache := startCache(t)
+	for name, spec := range map[string]imagegen.Spec{"edge": imagegen.EdgeCase(), "mixed": smallImage()} {
+		t.Run(name, func(t *testing.T) {
+			img := mustImage(t, spec)
+			ref := origin.Host + "/test/" + name + ":v1"
+			manifestDigest := push(t, ref, img)
+			ls := layers(t, img)
+
+			// A min size between the layer sizes, so both outcomes occur.
+			sizes := make([]int64, len(ls))
+			for i, l := range ls {
+				if sizes[i], _ = l.Size(); sizes[i] <= 0 {
+					t.Fatalf("layer %d size %d", i, sizes[i])
+				}
+			}
+			smallest := 0
+			for i, s := range sizes {
+				if s < sizes[smallest] {
+					smallest = i
+				}
+			}
+			minSize := sizes[smallest] + 1 // the smallest layer is skipped
+			settings := build.Settings{MinLayerSize: minSize, SpanSize: 1 << 20}
+
+			b, tmp := newBuilder(t, cache)
+			var events []build.Progress
+			res, err := b.Build(context.Background(), build.Request{
+				Image: ref, Settings: settings,
+				Progress: func(p build.Progress) { events = append(events, p) },
+			})
+			if err != nil {
+				t.Fatalf("build: %v", err)
+			}
+			requireNoTempFiles(t, tmp)
+
+			named, _ := names.ParseReference(ref)
+			wantRepo := cache.Host + "/" + names.Repository(named)
+			if res.CacheRepository != wantRepo || res.Digest != manifestDigest || len(res.Platforms) != 1 {
+				t.Fatalf("result %+v; want repo %s, digest %s, one platform", res, wantRepo, manifestDigest)
+			}
+			pr := res.Platforms[0]
+			if pr.Manifest.Digest != manifestDigest || pr.Index == nil || pr.Existed {
+				t.Fatalf("platform result %+v", pr)
+			}
+
+			repo := cacheRepo(t, cache, names.Repository(named))
+			refs := referrers(t, repo, pr.Manifest)
+			if len(refs) != 1 || refs[0].Digest != pr.Index.Digest || refs[0].ArtifactType != soci.SociIndexArtifactTypeV1 {
+				t.Fatalf("referrers of %s: %+v; want the index %s", manifestDigest, refs, pr.Index.Digest)
+			}
+			idx, _ := fetchIndex(t, repo, *pr.Index)
+			if idx.ArtifactType != soci.SociIndexArtifactTypeV1 || idx.Subject == nil || idx.Subject.Digest != manifestDigest {
+				t.Fatalf("index: artifactType %s, subject %+v", idx.ArtifactType, idx.Subject)
+			}
+
+			var want []int
+			for i, s := range sizes {
+				if s >= minSize {
+					want = append(want, i)
+				}
+			}
+			if len(idx.Blobs) != len(want) || len(want) == 0 || len(want) == len(ls) {
+				t.Fatalf("index has %d zTOCs; want %d (layers %v of %d, sizes %v, min %d)", len(idx.Blobs), len(want), want, len(ls), sizes, minSize)
+			}
+			for j, i := range want {
+				blob := idx.Blobs[j]
+				layerDigest, _ := ls[i].Digest()
+				mt, _ := ls[i].MediaType()
+				if blob.Annotations[soci.IndexAnnotationImageLayerDigest] != layerDigest.String() ||
+					blob.Annotations[soci.IndexAnnotationImageLayerMediaType] != string(mt) ||
+					blob.Annotations[soci.IndexAnnotationSociSpanSize] != strconv.Itoa(1<<20) ||
+					blob.MediaType != soci.SociLayerMediaType {
+					t.Errorf("zTOC %d descriptor %+v; want layer %s (%s)", j, blob, layerDigest, mt)
+				}
+				z, err := ztoc.Unmarshal(bytes.NewReader(fetchBlob(t, repo, blob)))
+				if err != nil {
+					t.Fatalf("zTOC of layer %d: ztoc.Unmarshal: %v", i, err)
+				}
+				got, wantList := ztocListing(z), tarListing(t, ls[i])
+				if fmt.Sprint(got) != fmt.Sprint(wantList) {
+					t.Errorf("layer %d: zTOC lists %d entries, tar has %d;\n zTOC %v\n tar  %v", i, len(got), len(wantList), got, wantList)
+				}
+				if pr.Layers[i].State != build.LayerBuilt || pr.Layers[i].Ztoc == nil || pr.Layers[i].Ztoc.Digest != blob.Digest {
+					t.Errorf("layer %d result %+v", i, pr.Layers[i])
+				}
+			}
+			if l := pr.Layers[smallest]; l.State != build.LayerSkipped || !strings.Contains(l.Reason, "min-layer-size") {
+				t.Errorf("layer %d result %+v; want skipped for its size", smallest, l)
+			}
+			final := map[int]build.LayerState{}
+			for _, e := range events {
+				final[e.Layer] = e.State
+			}
+			for i := range ls {
+				if final[i] != pr.Layers[i].State {
+					t.Errorf("layer %d: last progress event %s, result %s", i, final[i], pr.Layers[i].State)
+				}
+			}
+
+			// Again: found, nothing built.
+			again, err := b.Build(context.Background(), build.Request{Image: origin.Host + "/test/" + name + "@" + string(manifestDigest), Settings: settings})
+			if err != nil {
+				t.Fatalf("second build: %v", err)
+			}
+			if p := again.Platforms[0]; !p.Existed || p.Index.Digest != pr.Index.Digest {
+				t.Fatalf("second build: %+v; want the existing index %s", p, pr.Index.Digest)
+			}
+			if refs := referrers(t, repo, pr.Manifest); len(refs) != 1 {
+				t.Fatalf("after the second build: %d referrers", len(refs))
+			}
+
+			// Other settings make another index for the same manifest.
+			other := settings
+			other.SpanSize = 2 << 20
+			third, err := b.Build(context.Background(), build.Request{Image: ref, Settings: other})
+			if err != nil {
+				t.Fatalf("third build: %v", err)
+			}
+			if p := third.Platforms[0]; p.Existed || p.Index == nil || p.Index.Digest == pr.Index.Digest {
+				t.Fatalf("build with another span size: %+v", p)
+			}
+
+			// Upstream's CLI sees it too. oras discover resolves the subject
+			// in the repository it asks, so the image is copied there first.
+			harness.Run(t, 2*time.Minute, harness.Bin(t, "crane"), "copy", "--insecure", ref, wantRepo+":v1")
+			out := harness.Run(t, time.Minute, harness.Bin(t, "oras"), "discover", "--plain-http", "--format", "json",
+				"--artifact-type", soci.SociIndexArtifactTypeV1, wantRepo+"@"+string(manifestDigest))
+			if !strings.Contains(out, string(pr.Index.Digest)) {
+				t.Errorf("oras discover does not list %s:\n%s", pr.Index.Digest, out)
+			}
+		})
+	}
+}
+
+// TestFormatIdentity builds the same images with soci's own IndexBuilder
+// (from a containerd content store, as `soci create` does) and requires
+// byte-identical zTOCs and the same index entries.
+func TestFormatIdentity(t *testing.T) {
+	origin := harness.StartRegistry(t, harness.RegistryOptions{})
+	cache := startCache(t)
+	edge := imagegen.EdgeCase()
+	mixed := smallImage()
+	for _, tc := range []struct {
+		name     string
+		spec     imagegen.Spec
+		settings build.Settings
+	}{
+		{"edge-all-layers", edge, build.Settings{MinLayerSize: 1, SpanSize: 1 << 20, XAttrOptimization: true}},
+		{"mixed-defaults", mixed, build.Settings{}},
+		{"mixed-small-spans", mixed, build.Settings{MinLayerSize: 1, SpanSize: 64 << 10, BuildToolIdentifier: "AWS SOCI CLI v0.2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := mustImage(t, tc.spec)
+			ref := origin.Host + "/identity/" + tc.name + ":v1"
+			push(t, ref, img)
+
+			b, _ := newBuilder(t, cache)
+			res, err := b.Build(context.Background(), build.Request{Image: ref, Settings: tc.settings})
+			if err != nil {
+				t.Fatalf("build: %v", err)
+			}
+			pr := res.Platforms[0]
+			named, _ := names.ParseReference(ref)
+			repo := cacheRepo(t, cache, names.Repository(named))
+			ours, _ := fetchIndex(t, repo, *pr.Index)
+
+			s := tc.settings
+			if s.MinLayerSize == 0 {
+				s.MinLayerSize = build.DefaultMinLayerSize
+			}
+			if s.SpanSize == 0 {
+				s.SpanSize = build.DefaultSpanSize
+			}
+			if s.BuildToolIdentifier == "" {
+				s.BuildToolIdentifier = build.DefaultBuildToolIdentifier
+			}
+			theirs, theirZtocs := sociReference(t, ref, build.DefaultPlatform, s)
+
+			if len(ours.Blobs) != len(theirs.Blobs) {
+				t.Fatalf("%d zTOCs, soci made %d", len(ours.Blobs), len(theirs.Blobs))
+			}
+			for i := range ours.Blobs {
+				o, th := ours.Blobs[i], theirs.Blobs[i]
+				oj, _ := json.Marshal(o)
+				tj, _ := json.Marshal(th)
+				if string(oj) != string(tj) {
+					t.Errorf("index entry %d:\n ours %s\n soci %s", i, oj, tj)
+				}
+				layer := digest.Digest(o.Annotations[soci.IndexAnnotationImageLayerDigest])
+				if got := fetchBlob(t, repo, o); !bytes.Equal(got, theirZtocs[layer]) {
+					t.Errorf("zTOC of layer %s: %d bytes (%s), soci's %d bytes (%s)", layer, len(got), o.Digest, len(theirZtocs[layer]), digest.FromBytes(theirZtocs[layer]))
+				}
+			}
+			if ours.Subject.Digest != theirs.Subject.Digest || ours.Subject.Size != theirs.Subject.Size || ours.Subject.MediaType != theirs.Subject.MediaType {
+				t.Errorf("subject %+v, soci's %+v", ours.Subject, theirs.Subject)
+			}
+			if ours.Annotations[soci.IndexAnnotationBuildToolIdentifier] != theirs.Annotations[soci.IndexAnnotationBuildToolIdentifier] {
+				t.Errorf("annotations %v, soci's %v", ours.Annotations, theirs.Annotations)
+			}
+		})
+	}
+}
+
+// TestMultiPlatform indexes a two-platform image: one index per selected
+// platform manifest, each with that manifest as subject.
+func TestMultiPlatform(t *testing.T) {
+	origin := harness.StartRegistry(t, harness.RegistryOptions{})
+	cache := startCache(t)
+	specs := map[string]imagegen.Spec{}
+	for i, p := range []string{"linux/amd64", "linux/arm64"} {
+		specs[p] = imagegen.Spec{Platform: p, Layers: []imagegen.Layer{
+			{Kind: imagegen.Random, Size: 3 << 20, Files: 2, Seed: int64(10 + i)},
+			{Kind: imagegen.Compressible, Size: 2 << 20, Files: 50, Seed: 20}, // shared by both
+		}}
+	}
+	idx, err := imagegen.Index(specs)
+	if err != nil {
+		t.Fatalf("imagegen: %v", err)
+	}
+	ref := origin.Host + "/test/multi:v1"
+	indexDigest := push(t, ref, idx)
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifests := map[string]v1.Descriptor{}
+	for _, m := range im.Manifests {
+		manifests[m.Platform.OS+"/"+m.Platform.Architecture] = m
+	}
+	named, _ := names.ParseReference(ref)
+	repo := cacheRepo(t, cache, names.Repository(named))
+	b, tmp := newBuilder(t, cache)
+	settings := build.Settings{MinLayerSize: 1}
+
+	// Default: linux/amd64 only.
+	res, err := b.Build(context.Background(), build.Request{Image: ref, Settings: settings})
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	if res.Digest != indexDigest || len(res.Platforms) != 1 || platforms.Format(res.Platforms[0].Platform) != "linux/amd64" {
+		t.Fatalf("default platform: %+v", res)
+	}
+	if arm := manifests["linux/arm64"]; len(referrers(t, repo, ocispec.Descriptor{MediaType: string(arm.MediaType), Digest: digest.Digest(arm.Digest.String()), Size: arm.Size})) != 0 {
+		t.Fatal("linux/arm64 indexed without being asked for")
+	}
+
+	res, err = b.Build(context.Background(), build.Request{Image: ref, AllPlatforms: true, Settings: settings})
+	if err != nil {
+		t.Fatalf("build all: %v", err)
+	}
+	if len(res.Platforms) != 2 {
+		t.Fatalf("all platforms: %d results", len(res.Platforms))
+	}
+	for _, pr := range res.Platforms {
+		p := platforms.Format(pr.Platform)
+		m := manifests[p]
+		if pr.Manifest.Digest.String() != m.Digest.String() || pr.Index == nil {
+			t.Fatalf("%s: manifest %s index %v; want manifest %s", p, pr.Manifest.Digest, pr.Index, m.Digest)
+		}
+		if pr.Existed != (p == "linux/amd64") {
+			t.Errorf("%s: existed=%v", p, pr.Existed)
+		}
+		refs := referrers(t, repo, pr.Manifest)
+		if len(refs) != 1 || refs[0].Digest != pr.Index.Digest {
+			t.Fatalf("%s: referrers %+v", p, refs)
+		}
+		sidx, _ := fetchIndex(t, repo, *pr.Index)
+		if sidx.Subject.Digest != pr.Manifest.Digest {
+			t.Errorf("%s: subject %s, want %s", p, sidx.Subject.Digest, pr.Manifest.Digest)
+		}
+	}
+	requireNoTempFiles(t, tmp)
+
+	_, err = b.Build(context.Background(), build.Request{Image: ref, Platforms: []ocispec.Platform{{OS: "linux", Architecture: "s390x"}}})
+	if !errors.Is(err, build.ErrNotFound) || !strings.Contains(err.Error(), "linux/s390x") {
+		t.Fatalf("missing platform: %v; want ErrNotFound naming it", err)
+	}
+}
+
+// TestPrivateOrigin reads from an origin behind htpasswd: it works with the
+// credential (Docker config or Kubernetes Secret) and fails clearly with
+// ErrUnauthorized, pushing nothing, without it.
+func TestPrivateOrigin(t *testing.T) {
+	origin := harness.StartRegistry(t, harness.RegistryOptions{Htpasswd: htpasswdFile(t, "puller", "s3cret")})
+	img := mustImage(t, imagegen.Spec{Layers: []imagegen.Layer{{Kind: imagegen.Random, Size: 2 << 20, Seed: 7}}})
+	ref := origin.Host + "/private/img:v1"
+	ctx := context.Background()
+	if _, err := imagegen.Push(ctx, ref, img, remote.WithAuth(&authn.Basic{Username: "puller", Password: "s3cret"})); err != nil {
+		t.Fatalf("push: %v", err)
+	}
+
+	t.Run("no credential", func(t *testing.T) {
+		cache := startCache(t)
+		b, tmp := newBuilder(t, cache)
+		_, err := b.Build(ctx, build.Request{Image: ref, Settings: build.Settings{MinLayerSize: 1}})
+		if !errors.Is(err, build.ErrUnauthorized) || !strings.Contains(err.Error(), "401") {
+			t.Fatalf("got %v; want ErrUnauthorized with the 401", err)
+		}
+		requireNoTempFiles(t, tmp)
+		cache.requireEmpty(t)
+	})
+	t.Run("wrong credential", func(t *testing.T) {
+		cache := startCache(t)
+		b, _ := newBuilder(t, cache)
+		creds, err := build.DockerConfigJSONCredentials([]byte(fmt.Sprintf(`{"auths":{%q:{"username":"puller","password":"nope"}}}`, origin.Host)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = b.Build(ctx, build.Request{Image: ref, Settings: build.Settings{MinLayerSize: 1}, OriginCredentials: creds})
+		if !errors.Is(err, build.ErrUnauthorized) {
+			t.Fatalf("got %v; want ErrUnauthorized", err)
+		}
+		cache.requireEmpty(t)
+	})
+	t.Run("secret", func(t *testing.T) {
+		cache := startCache(t)
+		b, tmp := newBuilder(t, cache)
+		cfg := fmt.Sprintf(`{"auths":{%q:{"username":"puller","password":"s3cret"}}}`, origin.Host)
+		secret, _ := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+			"data": map[string][]byte{".dockerconfigjson": []byte(cfg)}})
+		creds, err := build.SecretCredentials(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := b.Build(ctx, build.Request{Image: ref, Settings: build.Settings{MinLayerSize: 1}, OriginCredentials: creds})
+		if err != nil {
+			t.Fatalf("build with the secret: %v", err)
+		}
+		if res.Platforms[0].Index == nil {
+			t.Fatal("no index")
+		}
+		requireNoTempFiles(t, tmp)
+	})
+}
+
+// bigImage has two layers large enough to interrupt mid-stream.
+func bigImage() imagegen.Spec {
+	return imagegen.Spec{Layers: []imagegen.Layer{
+		{Kind: imagegen.Random, Size: 24 << 20, Files: 2, Seed: 31},
+		{Kind: imagegen.Random, Size: 24 << 20, Files: 2, Seed: 32},
+	}}
+}
+
+// TestInterrupted cancels a build mid-layer and cuts the origin connection
+// mid-layer: the build fails with the right kind, leaves no temp files and
+// pushes nothing.
+func TestInterrupted(t *testing.T) {
+	origin := harness.StartRegistry(t, harness.RegistryOptions{})
+	img := mustImage(t, bigImage())
+	push(t, origin.Host+"/test/big:v1", img)
+
+	t.Run("cancel", func(t *testing.T) {
+		cache := startCache(t)
+		p := startProxy(t, origin.Host, 4<<20, false)
+		b, tmp := newBuilder(t, cache)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			<-p.reached
+			cancel()
+		}()
+		_, err := b.Build(ctx, build.Request{Image: p.Host + "/test/big:v1", Settings: build.Settings{MinLayerSize: 1}})
+		if !errors.Is(err, build.ErrCancelled) {
+			t.Fatalf("got %v; want ErrCancelled", err)
+		}
+		requireNoTempFiles(t, tmp)
+		cache.requireEmpty(t)
+	})
+	t.Run("connection dropped", func(t *testing.T) {
+		cache := startCache(t)
+		p := startProxy(t, origin.Host, 4<<20, true)
+		b, tmp := newBuilder(t, cache)
+		_, err := b.Build(context.Background(), build.Request{Image: p.Host + "/test/big:v1", Settings: build.Settings{MinLayerSize: 1}})
+		if !errors.Is(err, build.ErrUnavailable) {
+			t.Fatalf("got %v; want ErrUnavailable", err)
+		}
+		if p.blobGets.Load() == 0 {
+			t.Fatal("no blob went through the proxy")
+		}
+		requireNoTempFiles(t, tmp)
+		cache.requireEmpty(t)
+	})
+}
