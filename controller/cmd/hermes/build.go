@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -21,7 +20,7 @@ import (
 )
 
 // runBuild is `hermes build`: flags to a build.Builder and one Build.
-func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
+func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		cacheHost, platformList, dockerConfig, pullSecret, optimizations string
 		tempDir, toolID, plainHTTP, progressMode, output                 string
@@ -135,7 +134,6 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		display.Finish()
 	}
 	if err != nil {
-		log.Error("build failed", "image", req.Image, "err", err)
 		return err
 	}
 	return printResult(stdout, output, res)
