@@ -1,0 +1,153 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/awslabs/soci-snapshotter/config"
+	socifs "github.com/awslabs/soci-snapshotter/fs"
+	"github.com/awslabs/soci-snapshotter/fs/layer"
+	"github.com/awslabs/soci-snapshotter/fs/source"
+	"github.com/awslabs/soci-snapshotter/metadata"
+	snbase "github.com/awslabs/soci-snapshotter/snapshot"
+	"github.com/awslabs/soci-snapshotter/soci/store"
+	"github.com/awslabs/soci-snapshotter/ztoc"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/plugins/snapshots/overlay/overlayutils"
+	"github.com/go-logr/logr"
+	bolt "go.etcd.io/bbolt"
+)
+
+// sociSnapshotter is soci's snapshotter with what it owns besides: the
+// filesystem metadata database, closed after it.
+type sociSnapshotter struct {
+	snapshots.Snapshotter
+	db *bolt.DB
+}
+
+// Cleanup forwards soci's snapshots.Cleaner.
+func (s *sociSnapshotter) Cleanup(ctx context.Context) error {
+	if c, ok := s.Snapshotter.(snapshots.Cleaner); ok {
+		return c.Cleanup(ctx)
+	}
+	return nil
+}
+
+// Close unmounts every lazily mounted layer, then closes the databases.
+func (s *sociSnapshotter) Close() error {
+	err := s.Snapshotter.Close()
+	if s.db != nil {
+		err = errors.Join(err, s.db.Close())
+	}
+	return err
+}
+
+// newSoci assembles soci's snapshotter from its exported parts, as soci's
+// own service package does, but returning errors: soci's
+// NewSociSnapshotterService ends the process with log.Fatalf when the
+// filesystem or snapshotter cannot start (a failed restore after a restart,
+// say). The layout under root is soci's: snapshotter/ (snapshots and their
+// metadata), soci/ (FUSE state), content/ (the "soci" content store).
+func newSoci(ctx context.Context, root string, cfg *config.Config, hosts source.RegistryHosts) (*sociSnapshotter, store.Store, error) {
+	snRoot, fsRoot := filepath.Join(root, "snapshotter"), filepath.Join(root, "soci")
+	for _, d := range []string{snRoot, fsRoot} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, nil, err
+		}
+	}
+	md, db, err := metadataStore(root, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	fail := func(err error) (*sociSnapshotter, store.Store, error) {
+		if db != nil {
+			db.Close()
+		}
+		return nil, nil, err
+	}
+
+	opq := layer.OverlayOpaqueTrusted
+	userxattr, err := overlayutils.NeedsUserXAttr(snRoot)
+	if err != nil {
+		logr.FromContextOrDiscard(ctx).Error(err, "cannot tell whether overlayfs needs userxattr; assuming not")
+	}
+	if userxattr {
+		opq = layer.OverlayOpaqueUser
+	}
+	fsOpts := []socifs.Option{
+		socifs.WithGetSources(source.FromDefaultLabels(hosts)),
+		socifs.WithMetadataStore(md),
+		socifs.WithOverlayOpaqueType(opq),
+		socifs.WithPullModes(cfg.PullModes),
+		socifs.WithResolverConfig(cfg.ResolverConfig),
+	}
+	if cfg.MaxConcurrency != 0 {
+		fsOpts = append(fsOpts, socifs.WithMaxConcurrency(cfg.MaxConcurrency))
+	}
+	fs, err := socifs.NewFilesystem(ctx, fsRoot, cfg.FSConfig, fsOpts...)
+	if err != nil {
+		return fail(fmt.Errorf("soci filesystem: %w", err))
+	}
+
+	snOpts := []snbase.Opt{snbase.WithAsynchronousRemove}
+	if cfg.MinLayerSize > -1 {
+		snOpts = append(snOpts, snbase.WithMinLayerSize(cfg.MinLayerSize))
+	}
+	if cfg.SnapshotterConfig.AllowInvalidMountsOnRestart {
+		snOpts = append(snOpts, snbase.AllowInvalidMountsOnRestart)
+	}
+	if cfg.PullModes.Parallel.Enable {
+		snOpts = append(snOpts, snbase.ParallelPullUnpack)
+	}
+	sn, err := snbase.NewSnapshotter(ctx, snRoot, fs, snOpts...)
+	if err != nil {
+		return fail(fmt.Errorf("soci snapshotter: %w", err))
+	}
+
+	// A second handle on the content store soci's filesystem uses: the
+	// index sources copy indexes and zTOCs into it.
+	st, err := store.NewContentStore(
+		store.WithType(cfg.ContentStoreConfig.Type),
+		store.WithContainerdAddress(cfg.ContentStoreConfig.ContainerdAddress),
+		store.WithSnapshotterRoot(root),
+	)
+	if err != nil {
+		sn.Close()
+		return fail(fmt.Errorf("soci content store: %w", err))
+	}
+	return &sociSnapshotter{Snapshotter: sn, db: db}, st, nil
+}
+
+// metadataStore opens the store soci keeps each lazily mounted layer's file
+// tree in: "db" is one bbolt file for all layers, "db-multi" one per layer
+// (no writer lock shared between layers mounting at once).
+func metadataStore(root string, cfg *config.Config) (metadata.Store, *bolt.DB, error) {
+	opts := &bolt.Options{
+		NoFreelistSync:  true,
+		InitialMmapSize: 64 << 20,
+		FreelistType:    bolt.FreelistMapType,
+		NoSync:          cfg.MetadataDBNoSync,
+	}
+	switch cfg.MetadataStore {
+	case "", "db":
+		db, err := bolt.Open(filepath.Join(root, "metadata.db"), 0o600, opts)
+		if err != nil {
+			return nil, nil, fmt.Errorf("soci metadata database: %w", err)
+		}
+		return func(sr *io.SectionReader, toc ztoc.TOC, o ...metadata.Option) (metadata.Reader, error) {
+			return metadata.NewReader(db, sr, toc, o...)
+		}, db, nil
+	case "db-multi":
+		dir := filepath.Join(root, "metadata")
+		if err := os.RemoveAll(dir); err != nil { // per-layer files of a previous run
+			return nil, nil, err
+		}
+		return metadata.NewMultiReader(dir, metadata.DBMultiOptions{BoltOptions: opts}), nil, nil
+	default:
+		return nil, nil, fmt.Errorf("%w: metadata_store %q: want \"db\" or \"db-multi\"", ErrConfig, cfg.MetadataStore)
+	}
+}
