@@ -1,0 +1,105 @@
+package harness
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// SnapshotterOptions configures StartHermesSnapshotter.
+type SnapshotterOptions struct {
+	// CacheURL is the Hermes cache registry (http://host:port); empty runs
+	// without a cache.
+	CacheURL string
+	// HostsDir is containerd's hosts.toml directory, shared with containerd
+	// so layer reads go where containerd's would.
+	HostsDir string
+	// ContainerdSocket is containerd's socket, for soci's content store
+	// setting (soci dials it if its content store type is "containerd").
+	ContainerdSocket string
+	// Config is more TOML appended to the generated file: soci sections, or
+	// extra [hermes] keys as "hermes.key = value" lines (dotted keys, so
+	// they need no table header).
+	Config string
+	// Dir reuses the directory (root, socket, log) of an earlier instance,
+	// for restarts; empty makes a new one.
+	Dir string
+	// LogLevel defaults to debug.
+	LogLevel string
+	// Env is extra environment for the process.
+	Env []string
+}
+
+// HermesSnapshotter is a running hermes-snapshotter.
+type HermesSnapshotter struct {
+	*Process
+	Dir        string
+	Root       string // --root
+	Socket     string // --socket: give it to ContainerdOptions.ProxySnapshotters
+	ConfigPath string
+	MetricsURL string // http://127.0.0.1:PORT (/metrics, /healthz)
+}
+
+// StartHermesSnapshotter builds hermes-snapshotter from the working tree,
+// starts it with a generated config, and waits for /healthz. Its cleanup
+// stops it with SIGTERM (it unmounts its FUSE mounts when it stops) and
+// then unmounts whatever is left below Dir.
+func StartHermesSnapshotter(t testing.TB, opts SnapshotterOptions) *HermesSnapshotter {
+	t.Helper()
+	RequireRoot(t)
+	RequireFUSE(t)
+	bin := HermesBin(t, "hermes-snapshotter")
+	dir := opts.Dir
+	if dir == "" {
+		dir = TempDir(t, "hsn")
+		// Registered before the process's own cleanup, so it runs after it.
+		t.Cleanup(func() { UnmountBelow(t, dir) })
+	}
+	s := &HermesSnapshotter{
+		Dir:        dir,
+		Root:       filepath.Join(dir, "root"),
+		Socket:     filepath.Join(dir, "hermes.sock"),
+		ConfigPath: filepath.Join(dir, "config.toml"),
+	}
+	port := FreePort(t)
+	s.MetricsURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	var b strings.Builder
+	fmt.Fprintf(&b, "[hermes]\ncache_url = %q\nhosts_dir = %q\ndocker_config = false\n", opts.CacheURL, opts.HostsDir)
+	for _, l := range strings.Split(opts.Config, "\n") {
+		if k, ok := strings.CutPrefix(strings.TrimSpace(l), "hermes."); ok {
+			b.WriteString(k + "\n")
+		}
+	}
+	b.WriteString("\n")
+	if opts.ContainerdSocket != "" {
+		fmt.Fprintf(&b, "[content_store]\ncontainerd_address = %q\n\n", opts.ContainerdSocket)
+	}
+	for _, l := range strings.Split(opts.Config, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "hermes.") {
+			b.WriteString(l + "\n")
+		}
+	}
+	if err := os.WriteFile(s.ConfigPath, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	level := opts.LogLevel
+	if level == "" {
+		level = "debug"
+	}
+	args := []string{"--root", s.Root, "--socket", s.Socket, "--config", s.ConfigPath,
+		"--metrics-address", fmt.Sprintf("127.0.0.1:%d", port), "--log-level", level}
+	s.Process = Start(t, "hermes-snapshotter", dir, bin, args, opts.Env...)
+	WaitFor(t, s.Process, 60*time.Second, "hermes-snapshotter", func() error {
+		c, err := net.DialTimeout("unix", s.Socket, time.Second)
+		if err != nil {
+			return err
+		}
+		c.Close()
+		return HTTPReady(s.MetricsURL + "/healthz")()
+	})
+	return s
+}
