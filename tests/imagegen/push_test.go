@@ -1,4 +1,4 @@
-package imagegen_test
+package imagegentest
 
 import (
 	"archive/tar"

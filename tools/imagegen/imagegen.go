@@ -79,7 +79,10 @@ type Entry struct {
 	// (0 is a valid mode: 0000). Use DefaultMode to get 0644/0755.
 	Mode     int64
 	UID, GID int
-	// Linkname is the target of a symlink or hard link.
+	// Linkname is the target of a symlink or hard link. A hard link's target
+	// must be an earlier entry of the same layer; the link's header then
+	// carries the target's mode, owner and xattrs (they share an inode), and
+	// the Entry's own are ignored.
 	Linkname string
 	// Content is the literal content of a regular file. When nil, Size
 	// bytes are generated with Fill and Seed.

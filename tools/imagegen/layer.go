@@ -20,7 +20,7 @@ import (
 
 // genVersion is part of every cache key. Bump it whenever the bytes
 // generated for an unchanged Layer change, so stale blobs are not reused.
-const genVersion = 1
+const genVersion = 2
 
 // gzipLevel is fixed: the same level on every run is part of determinism.
 const gzipLevel = 6

@@ -275,12 +275,26 @@ func checkName(name string) error {
 }
 
 // fileEntries writes explicit entries in the order given: the caller decides
-// (hard link targets must come before their links).
+// (hard link targets must come before their links, in the same layer).
+//
+// A hard link's header gets its target's mode, owner and xattrs: both name
+// one inode, and extractors disagree on what differing values mean
+// (containerd applies the link's to the shared inode, soci keeps the
+// target's), so generated layers never differ there.
 func fileEntries(entries []Entry, emit func(genEntry) error) error {
+	written := map[string]*tar.Header{}
 	for _, e := range entries {
 		ge, err := e.genEntry()
 		if err != nil {
 			return err
+		}
+		h := ge.hdr
+		if h.Typeflag == tar.TypeLink {
+			if target, ok := written[strings.TrimSuffix(h.Linkname, "/")]; ok {
+				h.Mode, h.Uid, h.Gid, h.PAXRecords = target.Mode, target.Uid, target.Gid, target.PAXRecords
+			}
+		} else {
+			written[strings.TrimSuffix(h.Name, "/")] = h
 		}
 		if err := emit(ge); err != nil {
 			return err
