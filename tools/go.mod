@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/google/go-containerregistry v0.22.1
 	github.com/klauspost/compress v1.20.1
+	github.com/klauspost/pgzip v1.2.6
 	golang.org/x/sys v0.47.0
 )
 

@@ -148,7 +148,7 @@ func TestGolden(t *testing.T) {
 	if strings.Join(diffs, "\n") != strings.Join(wantDiffs, "\n") {
 		t.Errorf("diffIDs (generated tar content) changed:\n%s", strings.Join(diffs, "\n"))
 	}
-	const wantDigest = "sha256:d945841b831e916cfbbc6d84073009ade4623c748acbfe9a67c8e65157614cd3"
+	const wantDigest = "sha256:afda1df6b6902acb0b132c7ddb71b2bbb6b3d183d9190dbe1d66c4193e01b992"
 	if d != wantDigest {
 		t.Errorf("image digest changed: %s (compressor %s)", d, compressorID())
 	}
