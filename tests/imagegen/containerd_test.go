@@ -1,17 +1,13 @@
 package imagegentest
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/mount"
-	"github.com/containerd/containerd/v2/pkg/cio"
-	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/opencontainers/image-spec/identity"
 
 	"github.com/hermes-oci/hermes/tests/harness"
@@ -78,8 +74,9 @@ func TestEdgeCaseUnpacksInContainerd(t *testing.T) {
 		t.Errorf("overlayfs view differs from imagegen.Tree in %d places:\n%s", len(diffs), strings.Join(diffs, "\n"))
 	}
 
-	// Run it: busybox's shell and applets work on top of the edge cases.
-	out := run(ctx, t, client, image, "edge")
+	// Run it with ctr: busybox's shell and applets work on top of the edge
+	// cases.
+	out := ctrd.Ctr(t, "run", "--rm", "--snapshotter", "overlayfs", ref, "edge-run")
 	want := []string{
 		"the target, rewritten in layer 2", "hello from the target",
 		tree["edge/big/sparse-64m"].SHA256 + "  /edge/big/sparse-64m",
@@ -88,45 +85,4 @@ func TestEdgeCaseUnpacksInContainerd(t *testing.T) {
 	if got := strings.Split(strings.TrimSpace(out), "\n"); strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("container printed:\n%s\nwant:\n%s", out, strings.Join(want, "\n"))
 	}
-}
-
-// run runs image's default process to completion and returns its stdout.
-func run(ctx context.Context, t *testing.T, client *containerd.Client, image containerd.Image, id string) string {
-	t.Helper()
-	ctr, err := client.NewContainer(ctx, id,
-		containerd.WithImage(image),
-		containerd.WithSnapshotter("overlayfs"),
-		containerd.WithNewSnapshot(id+"-snap", image),
-		containerd.WithNewSpec(oci.WithImageConfig(image)))
-	if err != nil {
-		t.Fatalf("new container: %v", err)
-	}
-	defer ctr.Delete(context.WithoutCancel(ctx), containerd.WithSnapshotCleanup)
-	var stdout, stderr bytes.Buffer
-	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, &stdout, &stderr)))
-	if err != nil {
-		t.Fatalf("new task: %v", err)
-	}
-	defer task.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
-	exitCh, err := task.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(ctx); err != nil {
-		t.Fatalf("start task: %v", err)
-	}
-	select {
-	case st := <-exitCh:
-		if code, _, err := st.Result(); err != nil || code != 0 {
-			t.Fatalf("container exited %d (%v); stderr: %s", code, err, stderr.String())
-		}
-	case <-ctx.Done():
-		_ = task.Kill(context.WithoutCancel(ctx), syscall.SIGKILL)
-		t.Fatalf("container did not exit: %v", ctx.Err())
-	}
-	task.CloseIO(ctx)
-	if pio := task.IO(); pio != nil {
-		pio.Wait()
-	}
-	return stdout.String()
 }
