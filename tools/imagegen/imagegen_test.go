@@ -446,3 +446,38 @@ func TestHugeFileStreams(t *testing.T) {
 type countingDiscard struct{ n int64 }
 
 func (c *countingDiscard) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+// TestConcurrentBuilds builds the same layers from several goroutines into
+// one cache directory, as parallel tests do.
+func TestConcurrentBuilds(t *testing.T) {
+	dir := t.TempDir()
+	spec := Spec{Layers: []Layer{{Kind: Random, Size: 512 << 10, Seed: 3}, {Kind: Compressible, Size: 512 << 10, Seed: 4}}}
+	digests := make(chan string, 6)
+	errs := make(chan error, 6)
+	for i := 0; i < 6; i++ {
+		go func() {
+			img, err := Image(spec, WithCacheDir(dir))
+			if err != nil {
+				errs <- err
+				return
+			}
+			d, err := img.Digest()
+			errs <- err
+			digests <- d.String()
+		}()
+	}
+	for i := 0; i < 6; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := <-digests
+	for i := 1; i < 6; i++ {
+		if d := <-digests; d != first {
+			t.Errorf("concurrent builds disagree: %s vs %s", d, first)
+		}
+	}
+	if tmps, _ := filepath.Glob(filepath.Join(dir, "*.tmp")); len(tmps) > 0 {
+		t.Errorf("temporary files left: %v", tmps)
+	}
+}

@@ -148,18 +148,42 @@ func buildLayer(l Layer, env *buildEnv, dir string) (*fileLayer, error) {
 		return nil, err
 	}
 	m.Key = key
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return nil, fmt.Errorf("imagegen cache: %w", err)
+	}
 	if err := os.Rename(tmp.Name(), blob); err != nil {
 		return nil, fmt.Errorf("imagegen cache: %w", err)
 	}
-	mb, _ := json.Marshal(m)
-	mtmp := fmt.Sprintf("%s.%d.tmp", metaPath, os.Getpid())
-	if err := os.WriteFile(mtmp, mb, 0o644); err != nil {
-		return nil, fmt.Errorf("imagegen cache: %w", err)
-	}
-	if err := os.Rename(mtmp, metaPath); err != nil {
+	if err := writeMeta(dir, metaPath, m); err != nil {
 		return nil, fmt.Errorf("imagegen cache: %w", err)
 	}
 	return newFileLayer(blob, m)
+}
+
+// writeMeta writes the sidecar through a unique temporary file, so
+// concurrent builders of the same layer (parallel tests, several processes)
+// never see a half-written one.
+func writeMeta(dir, metaPath string, m layerMeta) error {
+	mb, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, filepath.Base(metaPath)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(mb)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), metaPath)
+	}
+	return err
 }
 
 var errStale = errors.New("stale cache entry")
