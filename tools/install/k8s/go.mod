@@ -4,7 +4,7 @@
 // Not part of go.work; built with GOWORK=off GOFLAGS=-mod=mod. Do not tidy.
 module github.com/hermes-oci/hermes/tools/install/k8s
 
-go 1.24
+go 1.24.0
 
 require k8s.io/kubernetes v1.34.4
 
