@@ -67,4 +67,3 @@ func TestOrasAttachDiscover(t *testing.T) {
 		t.Errorf("no referrers API request in the metrics")
 	}
 }
-
