@@ -60,7 +60,25 @@ func newTestRegistry(t *testing.T) *testRegistry {
 	return r
 }
 
-// push stores a in repository repo (no host), with the bytes a serves.
+// corrupt makes the registry serve blob d with its first byte changed.
+func (r *testRegistry) corrupt(t *testing.T, repo string, d digest.Digest) {
+	t.Helper()
+	resp, err := http.Get(r.srv.URL + "/v2/" + repo + "/blobs/" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("blob %s: %s %v", d, resp.Status, err)
+	}
+	b[0] ^= 0xff
+	r.mu.Lock()
+	r.overrides[d] = b
+	r.mu.Unlock()
+}
+
+// push stores a in repository repo (no host).
 func (r *testRegistry) push(t *testing.T, repo string, a sourcetest.Artifact) {
 	t.Helper()
 	ctx := context.Background()
@@ -70,12 +88,6 @@ func (r *testRegistry) push(t *testing.T, repo string, a sourcetest.Artifact) {
 	}
 	rp.PlainHTTP = true
 	pushBlob := func(d ocispec.Descriptor, b []byte) {
-		if digest.FromBytes(b) != d.Digest {
-			r.mu.Lock()
-			r.overrides[d.Digest] = b
-			r.mu.Unlock()
-			return
-		}
 		if err := rp.Blobs().Push(ctx, d, bytes.NewReader(b)); err != nil {
 			t.Fatalf("push blob %s: %v", d.Digest, err)
 		}
@@ -114,6 +126,7 @@ func TestMemorySourceConformance(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
+			Corrupt: func(t *testing.T, _ string, d digest.Digest) { m.Corrupt(d) },
 		}
 	})
 }
@@ -128,16 +141,23 @@ func TestCacheRegistrySourceConformance(t *testing.T) {
 		}
 		return sourcetest.Target{
 			Source: src, Store: st,
-			Ref: func(name string) string { return "registry.example.com:5000/team/" + name + ":v1" },
-			Publish: func(t *testing.T, ref string, a sourcetest.Artifact) {
-				named, err := names.ParseReference(ref)
-				if err != nil {
-					t.Fatal(err)
-				}
-				reg.push(t, names.Repository(named), a)
-			},
+			Ref:     func(name string) string { return "registry.example.com:5000/team/" + name + ":v1" },
+			Publish: func(t *testing.T, ref string, a sourcetest.Artifact) { reg.push(t, cacheRepo(t, ref), a) },
+			Corrupt: func(t *testing.T, ref string, d digest.Digest) { reg.corrupt(t, cacheRepo(t, ref), d) },
 		}
 	})
+}
+
+func cacheRepo(t *testing.T, ref string) string {
+	named, err := names.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names.Repository(named)
+}
+
+func originRepo(reg *testRegistry, ref string) string {
+	return strings.TrimPrefix(strings.TrimSuffix(ref, ":v1"), reg.host+"/")
 }
 
 // originHosts resolves every image to the test registry over plain HTTP.
@@ -158,10 +178,9 @@ func TestUpstreamSourceConformance(t *testing.T) {
 		}
 		return sourcetest.Target{
 			Source: src, Store: st,
-			Ref: func(name string) string { return reg.host + "/team/" + name + ":v1" },
-			Publish: func(t *testing.T, ref string, a sourcetest.Artifact) {
-				reg.push(t, strings.TrimPrefix(strings.Split(ref, ":v1")[0], reg.host+"/"), a)
-			},
+			Ref:     func(name string) string { return reg.host + "/team/" + name + ":v1" },
+			Publish: func(t *testing.T, ref string, a sourcetest.Artifact) { reg.push(t, originRepo(reg, ref), a) },
+			Corrupt: func(t *testing.T, ref string, d digest.Digest) { reg.corrupt(t, originRepo(reg, ref), d) },
 		}
 	})
 }

@@ -53,6 +53,26 @@ func (m *Memory) Publish(ref string, a Artifact) error {
 	return nil
 }
 
+// Corrupt makes Fetch serve blob d of every published index with its first
+// byte changed.
+func (m *Memory) Corrupt(d digest.Digest) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, a := range m.indexes {
+		if b, ok := a.Blobs[d]; ok {
+			blobs := map[digest.Digest][]byte{}
+			for bd, bb := range a.Blobs {
+				blobs[bd] = bb
+			}
+			b = bytes.Clone(b)
+			b[0] ^= 0xff
+			blobs[d] = b
+			a.Blobs = blobs
+			m.indexes[k] = a
+		}
+	}
+}
+
 // FailWith makes every Fetch fail with err (nil: stop failing).
 func (m *Memory) FailWith(err error) {
 	m.mu.Lock()

@@ -45,12 +45,12 @@ func closedPort(t *testing.T) string {
 	return u
 }
 
-// corruptBlob flips the first byte of blob d in a distribution registry's
-// filesystem storage, so it is served with the old length and digest but
-// other content.
-func corruptBlob(t *testing.T, r *harness.Registry, d digest.Digest) {
+// corruptBlob flips the first byte of blob d in a registry's filesystem
+// storage (distribution's layout, below root), so it is served with the old
+// length and digest but other content.
+func corruptBlob(t *testing.T, root string, d digest.Digest) {
 	t.Helper()
-	p := filepath.Join(r.Root, "docker", "registry", "v2", "blobs", d.Algorithm().String(), d.Encoded()[:2], d.Encoded(), "data")
+	p := filepath.Join(root, "docker", "registry", "v2", "blobs", d.Algorithm().String(), d.Encoded()[:2], d.Encoded(), "data")
 	b, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatalf("blob %s in the cache's storage: %v", d, err)
@@ -160,7 +160,7 @@ func TestFallbacks(t *testing.T) {
 				ztoc = l.Ztoc.Digest
 			}
 		}
-		corruptBlob(t, n.cache, ztoc)
+		corruptBlob(t, n.cache.Root, ztoc)
 		from := len(n.sn.Output())
 		took := startsCorrectly(t, n, im, "fb-corrupt")
 		line := logSays(t, n.sn, from, "no SOCI index", "mismatched digest")

@@ -39,7 +39,7 @@ const snName = "hermes"
 // live in, the Hermes cache registry, containerd, and hermes-snapshotter.
 type node struct {
 	origin *harness.Registry
-	cache  *harness.Registry
+	cache  *harness.HermesRegistry
 	ctrd   *harness.Containerd
 	sn     *harness.HermesSnapshotter
 	snOpts harness.SnapshotterOptions
@@ -54,14 +54,10 @@ type nodeOptions struct {
 	config string
 }
 
-// startCacheRegistry starts the cache the builder pushes to and the
-// snapshotter reads.
-//
-// TODO(hermes-registry): switch to harness.StartHermesRegistry (Referrers
-// API) when it lands; distribution has none, so oras's referrers tag schema
-// (sha256-<hex> tags) carries the indexes until then.
-func startCacheRegistry(t *testing.T) *harness.Registry {
-	return harness.StartRegistry(t, harness.RegistryOptions{})
+// startCacheRegistry starts hermes-registry, the cache the builder pushes
+// to and the snapshotter reads through its Referrers API.
+func startCacheRegistry(t *testing.T) *harness.HermesRegistry {
+	return harness.StartHermesRegistry(t, harness.HermesRegistryOptions{})
 }
 
 func startNode(t *testing.T, o nodeOptions) *node {

@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/opencontainers/go-digest"
 	"github.com/hermes-oci/hermes/tools/imagegen"
+	"github.com/opencontainers/go-digest"
 )
 
 // lazySpec is busybox, 24 MiB of random data in 6 files and a few small
