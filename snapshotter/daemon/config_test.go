@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -97,5 +98,26 @@ func TestLoadConfigErrors(t *testing.T) {
 	_, err := LoadConfig(filepath.Join(t.TempDir(), "absent.toml"), true)
 	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "absent.toml") {
 		t.Errorf("missing required file: %v", err)
+	}
+}
+
+// The shipped example documents the defaults: loading it must give the
+// same configuration as loading nothing.
+func TestExampleConfigShowsDefaults(t *testing.T) {
+	ex, err := LoadConfig("../cmd/hermes-snapshotter/examples/config.toml", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, err := LoadConfig(filepath.Join(t.TempDir(), "absent.toml"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.Hermes != def.Hermes {
+		t.Errorf("example [hermes]\n%+v\ndefaults\n%+v", ex.Hermes, def.Hermes)
+	}
+	if !reflect.DeepEqual(ex.Soci.PullModes, def.Soci.PullModes) || ex.Soci.BackgroundFetchConfig != def.Soci.BackgroundFetchConfig ||
+		ex.Soci.SnapshotterConfig != def.Soci.SnapshotterConfig || ex.Soci.ContentStoreConfig != def.Soci.ContentStoreConfig ||
+		ex.Soci.CRIKeychainConfig != def.Soci.CRIKeychainConfig {
+		t.Errorf("example soci sections differ from the defaults")
 	}
 }
