@@ -53,7 +53,7 @@ func hookInit(_ context.Context, ns distribution.Namespace, driver storagedriver
 	t := v.(*hookTarget)
 	t.driver, t.ns = driver, ns
 	t.store = t.newStore(driver, ns)
-	return &namespace{Namespace: ns, refs: t.store}, nil
+	return &namespace{Namespace: ns, refs: t.store, driver: driver}, nil
 }
 
 // newApp builds distribution's App for dcfg with the referrer hook
@@ -89,7 +89,8 @@ func newApp(ctx context.Context, dcfg *configuration.Configuration, newStore fun
 // namespace records referrers as distribution stores and deletes manifests.
 type namespace struct {
 	distribution.Namespace
-	refs referrers.Store
+	refs   referrers.Store
+	driver storagedriver.StorageDriver
 }
 
 func (n *namespace) Repository(ctx context.Context, name reference.Named) (distribution.Repository, error) {
@@ -97,7 +98,7 @@ func (n *namespace) Repository(ctx context.Context, name reference.Named) (distr
 	if err != nil {
 		return nil, err
 	}
-	return &repository{Repository: r, refs: n.refs}, nil
+	return &repository{Repository: r, refs: n.refs, driver: n.driver}, nil
 }
 
 // Remove keeps distribution's optional RepositoryRemover reachable through
@@ -111,7 +112,12 @@ func (n *namespace) Remove(ctx context.Context, name reference.Named) error {
 
 type repository struct {
 	distribution.Repository
-	refs referrers.Store
+	refs   referrers.Store
+	driver storagedriver.StorageDriver
+}
+
+func (r *repository) Blobs(ctx context.Context) distribution.BlobStore {
+	return &blobs{BlobStore: r.Repository.Blobs(ctx), repo: r.Named().Name(), driver: r.driver}
 }
 
 func (r *repository) Manifests(ctx context.Context, options ...distribution.ManifestServiceOption) (distribution.ManifestService, error) {
@@ -119,7 +125,7 @@ func (r *repository) Manifests(ctx context.Context, options ...distribution.Mani
 	if err != nil {
 		return nil, err
 	}
-	return &manifests{ManifestService: ms, repo: r.Named().Name(), refs: r.refs}, nil
+	return &manifests{ManifestService: ms, repo: r.Named().Name(), refs: r.refs, driver: r.driver}, nil
 }
 
 // manifests adds referrer bookkeeping to distribution's manifest service:
@@ -127,8 +133,9 @@ func (r *repository) Manifests(ctx context.Context, options ...distribution.Mani
 // before the client is answered, and forgotten after it is deleted.
 type manifests struct {
 	distribution.ManifestService
-	repo string
-	refs referrers.Store
+	repo   string
+	refs   referrers.Store
+	driver storagedriver.StorageDriver
 }
 
 func (m *manifests) Put(ctx context.Context, man distribution.Manifest, options ...distribution.ManifestServiceOption) (digest.Digest, error) {
@@ -141,14 +148,25 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, options 
 		return "", errcode.ErrorCodeManifestInvalid.WithDetail(err.Error())
 	}
 	dgst, err := m.ManifestService.Put(ctx, man, options...)
-	if err != nil || info.subject == nil {
+	if err != nil {
 		return dgst, err
 	}
-	desc := info.descriptor(mediaType, dgst, int64(len(payload)))
+	note, _ := ctx.Value(putNoteKey{}).(*putNote)
+	name := dgst // the digest clients know the manifest by
+	if note != nil && note.alias != "" {
+		if err := linkAlias(ctx, m.driver, manifestLinkPath(m.repo, note.alias), dgst); err != nil {
+			return "", err
+		}
+		name = note.alias
+	}
+	if info.subject == nil {
+		return dgst, nil
+	}
+	desc := info.descriptor(mediaType, name, int64(len(payload)))
 	if err := m.refs.Put(ctx, m.repo, info.subject.Digest, desc); err != nil {
 		return "", fmt.Errorf("record referrer: %w", err)
 	}
-	if note, ok := ctx.Value(putNoteKey{}).(*putNote); ok {
+	if note != nil {
 		note.subject.Store(info.subject.Digest)
 	}
 	return dgst, nil
@@ -176,7 +194,10 @@ func (m *manifests) Delete(ctx context.Context, dgst digest.Digest) error {
 
 // putNote carries the subject of a stored manifest from the manifest
 // service back to the HTTP layer, which answers with OCI-Subject.
-type putNote struct{ subject atomic.Value } // digest.Digest
+type putNote struct {
+	subject atomic.Value  // digest.Digest, set by the manifest service
+	alias   digest.Digest // the non-sha256 digest the manifest was PUT by
+}
 
 type putNoteKey struct{}
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/distribution/distribution/v3"
@@ -96,6 +97,10 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 	// and a zero catalog limit answers every catalog request with nothing.
 	dcfg.Catalog.MaxEntries = 1000
 	dcfg.Tags.MaxTags = 1000
+	// distribution refuses layers with foreign URLs (non-distributable
+	// layers) unless allowed, and answers 500 when it does. The cache holds
+	// what clients push, and such layers are valid OCI content.
+	dcfg.Validation.Manifests.URLs.Allow = []string{"^https?://"}
 
 	var cache *referrers.Cache
 	app, hook, err := newApp(ctx, dcfg, func(d storagedriver.StorageDriver, ns distribution.Namespace) referrers.Store {
@@ -214,22 +219,58 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request, rt route) {
 	case rt.kind == routeReferrers:
 		r.serveReferrers(w, req, rt)
 	case rt.kind == routeManifest && req.Method == http.MethodPut:
-		// distribution's manifest service learns the subject; it travels
-		// back in the request context and leaves as OCI-Subject on success.
-		note := &putNote{}
-		req = req.WithContext(context.WithValue(req.Context(), putNoteKey{}, note))
-		w = httpsnoop.Wrap(w, httpsnoop.Hooks{WriteHeader: func(next httpsnoop.WriteHeaderFunc) httpsnoop.WriteHeaderFunc {
-			return func(c int) {
-				if s, ok := note.subject.Load().(digest.Digest); ok && c == http.StatusCreated {
-					w.Header().Set("OCI-Subject", s.String())
-				}
-				next(c)
-			}
-		}})
-		r.app.ServeHTTP(w, req)
+		r.serveManifestPut(w, req, rt)
 	default:
+		if alias := aliasOf(req, rt); alias != "" {
+			w = aliasHeaders(w, alias)
+		}
 		r.app.ServeHTTP(w, req)
 	}
+}
+
+// aliasOf returns the non-sha256 digest a blob request names, if any.
+func aliasOf(req *http.Request, rt route) digest.Digest {
+	var s string
+	switch {
+	case rt.kind == routeBlob && (req.Method == http.MethodGet || req.Method == http.MethodHead):
+		s = rt.ref
+	case rt.kind == routeUpload && req.Method == http.MethodPut:
+		s = req.URL.Query().Get("digest")
+	case rt.kind == routeUpload && req.Method == http.MethodPost:
+		q := req.URL.Query()
+		if s = q.Get("mount"); s == "" {
+			s = q.Get("digest")
+		}
+	}
+	if d := digest.Digest(s); s != "" && isAlias(d) {
+		return d
+	}
+	return ""
+}
+
+// serveManifestPut hands a manifest PUT to distribution. The manifest
+// service learns the subject and records the referrer; the subject travels
+// back in the request context and leaves as OCI-Subject on success.
+func (r *Registry) serveManifestPut(w http.ResponseWriter, req *http.Request, rt route) {
+	note := &putNote{}
+	if d := digest.Digest(rt.ref); strings.Contains(rt.ref, ":") && isAlias(d) {
+		if err := prepareAliasManifestPut(req, rt.name, d); err != nil {
+			writeError(w, err)
+			return
+		}
+		note.alias = d
+		w = aliasHeaders(w, d)
+	}
+	req = req.WithContext(context.WithValue(req.Context(), putNoteKey{}, note))
+	w = httpsnoop.Wrap(w, httpsnoop.Hooks{WriteHeader: func(next httpsnoop.WriteHeaderFunc) httpsnoop.WriteHeaderFunc {
+		return func(c int) {
+			if s, ok := note.subject.Load().(digest.Digest); ok && c == http.StatusCreated {
+				w.Header().Set("OCI-Subject", s.String())
+			}
+			next(c)
+		}
+	}})
+	r.app.ServeHTTP(w, req)
 }
 
 func (r *Registry) serveReferrers(w http.ResponseWriter, req *http.Request, rt route) {
