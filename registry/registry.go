@@ -284,7 +284,9 @@ func (r *Registry) serveReferrers(w http.ResponseWriter, req *http.Request, rt r
 		writeError(w, errcode.ErrorCodeDigestInvalid.WithDetail(err.Error()))
 		return
 	}
-	artifactType := req.URL.Query().Get("artifactType")
+	// A "+" sent unencoded (curl users type media types as they read them)
+	// arrives as a space; media types never contain spaces.
+	artifactType := strings.ReplaceAll(req.URL.Query().Get("artifactType"), " ", "+")
 	ix, hit, err := r.refs.Lookup(req.Context(), rt.name, subject, artifactType)
 	r.metrics.referrerLookup(hit, ix.Count, err)
 	if err != nil {
