@@ -72,7 +72,13 @@ func registryHosts(ctx context.Context, hostsDir string, creds []resolver.Creden
 			h.Client = &c
 		}
 		mu.Lock()
-		cache[key] = entry{hosts: hosts, at: time.Now()}
+		now := time.Now()
+		for k, e := range cache { // images pulled long ago
+			if now.Sub(e.at) >= ttl {
+				delete(cache, k)
+			}
+		}
+		cache[key] = entry{hosts: hosts, at: now}
 		mu.Unlock()
 		return hosts, nil
 	}
