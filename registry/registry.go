@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/distribution/distribution/v3/registry/handlers"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/reference"
 	"github.com/felixge/httpsnoop"
 	"github.com/go-logr/logr"
 	"github.com/opencontainers/go-digest"
@@ -210,6 +212,10 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request, rt route) {
 			rt.name = repo
 		}
 	}
+	if err := checkPagination(req, rt); err != nil {
+		writeError(w, err)
+		return
+	}
 	if err := r.auth.check(req, rt); err != nil {
 		r.auth.challenge(w)
 		writeError(w, errcode.ErrorCodeUnauthorized.WithDetail(err.Error()))
@@ -305,6 +311,31 @@ func (r *Registry) serveReferrers(w http.ResponseWriter, req *http.Request, rt r
 	if req.Method == http.MethodGet {
 		_, _ = w.Write(ix.Body)
 	}
+}
+
+var anchoredTag = regexp.MustCompile(`^` + reference.TagRegexp.String() + `$`)
+
+// checkPagination refuses a "last" marker that cannot name a tag or a
+// repository. distribution uses it as a storage path to start listing
+// after: a huge one fails in the filesystem (a 500), and ".." would walk
+// outside the repository.
+func checkPagination(req *http.Request, rt route) error {
+	if rt.kind != routeTags && rt.kind != routeCatalog {
+		return nil
+	}
+	last := req.URL.Query().Get("last")
+	if last == "" {
+		return nil
+	}
+	if rt.kind == routeTags && !anchoredTag.MatchString(last) {
+		return errcode.Error{Code: errcode.ErrorCodeTagInvalid, Message: "pagination marker \"last\" is not a tag", Detail: fmt.Sprintf("%.300s", last)}
+	}
+	if rt.kind == routeCatalog {
+		if _, err := names.FromMirror(last, ""); err != nil {
+			return errcode.ErrorCodeNameInvalid.WithDetail("pagination marker \"last\": " + err.Error())
+		}
+	}
+	return nil
 }
 
 // writeError answers with the distribution spec's JSON error body.

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,15 @@ import (
 // ends the test with stderr.
 func runEnv(t *testing.T, env []string, bin string, args ...string) string {
 	t.Helper()
+	out, err := runEnvErr(env, bin, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v", filepath.Base(bin), strings.Join(args, " "), err)
+	}
+	return out
+}
+
+// runEnvErr is runEnv returning the failure, stderr included.
+func runEnvErr(env []string, bin string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
@@ -23,9 +33,9 @@ func runEnv(t *testing.T, env []string, bin string, args ...string) string {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s %s: %v: %s", filepath.Base(bin), strings.Join(args, " "), err, stderr.String())
+		return stdout.String(), fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
 	}
-	return stdout.String()
+	return stdout.String(), nil
 }
 
 // writeTar writes a layer tarball of files (name -> content).
