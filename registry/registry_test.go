@@ -373,12 +373,23 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
-	// Big but valid numbers are clamped, not refused; a huge "last" is a
-	// position past every tag.
-	for _, q := range []string{"n=2147483647", "n=1&last=" + strings.Repeat("z", 10000)} {
-		resp := s.do(t, http.MethodGet, "/v2/"+repo+"/tags/list?"+q, nil)
-		if b := readAll(t, resp); resp.StatusCode != http.StatusOK {
-			t.Errorf("tags/list?%.40s: %s %s", q, resp.Status, b)
+	// Big but valid numbers are clamped, not refused; a "last" that cannot
+	// be a tag or a repository is refused.
+	for q, code := range map[string]string{
+		"/v2/" + repo + "/tags/list?n=2147483647":                       "",
+		"/v2/" + repo + "/tags/list?n=1&last=zz":                        "",
+		"/v2/" + repo + "/tags/list?last=" + strings.Repeat("z", 10000): "TAG_INVALID",
+		"/v2/" + repo + "/tags/list?last=../../x":                       "TAG_INVALID",
+		"/v2/_catalog?last=" + strings.Repeat("a/", 200):                "NAME_INVALID",
+		"/v2/_catalog?last=docker.io":                                   "",
+	} {
+		resp := s.do(t, http.MethodGet, q, nil)
+		if code == "" {
+			if b := readAll(t, resp); resp.StatusCode != http.StatusOK {
+				t.Errorf("%.60s: %s %s", q, resp.Status, b)
+			}
+		} else if got := ociError(t, resp, http.StatusBadRequest); got != code {
+			t.Errorf("%.60s: %s, want %s", q, got, code)
 		}
 	}
 	// Nothing else changed: only the good manifest, its tag and its referrer.
