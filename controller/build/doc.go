@@ -4,8 +4,8 @@
 //
 // For each selected platform manifest of the image, the Builder streams every
 // layer blob from the origin registry (digest verified while it streams),
-// builds the layer's zTOC with soci-snapshotter's ztoc package, and pushes the
-// zTOCs and then the index manifest to the cache registry, in the repository
+// builds the layer's zTOC, and pushes the zTOCs and then the index manifest
+// to the cache registry, in the repository
 // named after the normalized source repository (registry/names.Repository).
 // The index manifest goes last, so a half-built artifact is never
 // discoverable through the Referrers API.
@@ -29,8 +29,14 @@
 //	└── manifests/<index digest>     subject = platform manifest digest,
 //	                                 found via /referrers/<manifest digest>
 //
-// Resources are bounded: at most Config.Concurrency layers are in flight,
-// each layer is streamed to one temporary file (never held in memory), and
+// zTOCs are byte-identical to soci's own. gzip layers are indexed in one pass
+// while they stream (internal/gzindex: one zlib inflate feeds the
+// checkpoints, the tar listing and the span digests), where soci's builder
+// stages the layer in a file and reads it three times; plain tar layers go
+// through a temp file and soci's ztoc.Builder.
+//
+// Resources are bounded: at most Config.Concurrency layers are in flight, no
+// layer is ever held whole in memory, a staged layer takes one temp file, and
 // every temporary file lives in a per-build directory that is removed on
 // every exit path, including errors and cancellation. Builds are idempotent:
 // an index already in the cache for the same manifest and settings is

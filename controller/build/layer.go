@@ -9,18 +9,61 @@ import (
 	"path/filepath"
 
 	"github.com/awslabs/soci-snapshotter/ztoc"
+	"github.com/awslabs/soci-snapshotter/ztoc/compression"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/hermes-oci/hermes/controller/build/internal/gzindex"
 )
 
 // progressStep is how many fetched bytes pass between two progress events.
 const progressStep = 4 << 20
 
-// layer fetches one layer blob into a temp file, verifying its digest while
-// it streams, builds its zTOC with soci's ztoc package, and keeps the
-// serialized zTOC in a temp file for the push. The layer file is removed
-// before it returns, whatever happens.
+// layer builds one layer's zTOC and keeps it serialized in a temp file for
+// the push. gzip layers are indexed in one pass as they stream from the
+// origin (gzindex); plain tar layers, and every layer when
+// Config.StageLayers is set, go through a temp file and soci's own builder.
 func (r *run) layer(ctx context.Context, l ocispec.Descriptor, algo string, report func(Progress)) (*builtLayer, error) {
+	if algo == compression.Gzip && !r.b.cfg.StageLayers {
+		return r.streamLayer(ctx, l, report)
+	}
+	return r.stagedLayer(ctx, l, algo, report)
+}
+
+// streamLayer indexes a gzip layer while it downloads: no temp file, one
+// inflate, the digest verified before the zTOC is kept.
+func (r *run) streamLayer(ctx context.Context, l ocispec.Descriptor, report func(Progress)) (*builtLayer, error) {
+	rc, vr, err := r.open(ctx, l, report)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	report(Progress{State: LayerFetching})
+	z, err := gzindex.Build(vr, r.settings.SpanSize, r.settings.BuildToolIdentifier)
+	if errors.Is(err, gzindex.ErrFormat) {
+		// Damaged in transit or damaged at the origin? The digest says.
+		if _, cerr := io.Copy(io.Discard, vr); cerr != nil {
+			return nil, fetchError(ctx, cerr)
+		}
+		if verr := vr.verify(); verr != nil {
+			return nil, verr
+		}
+		return nil, fmt.Errorf("%w: %w", ErrInvalidLayer, err)
+	}
+	if err != nil {
+		return nil, fetchError(ctx, err)
+	}
+	if err := vr.verify(); err != nil {
+		return nil, err
+	}
+	report(Progress{State: LayerIndexing, Done: l.Size})
+	return r.keepZtoc(z)
+}
+
+// stagedLayer fetches the layer into a temp file, verifying its digest while
+// it streams, and builds the zTOC from the file with soci's ztoc package. The
+// file is removed before it returns, whatever happens.
+func (r *run) stagedLayer(ctx context.Context, l ocispec.Descriptor, algo string, report func(Progress)) (*builtLayer, error) {
 	f, err := os.CreateTemp(r.dir, "layer-*")
 	if err != nil {
 		return nil, fmt.Errorf("temp file: %w", err)
@@ -68,18 +111,27 @@ func (r *run) keepZtoc(z *ztoc.Ztoc) (*builtLayer, error) {
 	return &builtLayer{ztoc: desc, path: path, disableXattrs: shouldDisableXattrs(z)}, nil
 }
 
-// fetch copies the blob l into w, failing with ErrDigestMismatch when the
-// bytes are not what the descriptor says.
-func (r *run) fetch(ctx context.Context, l ocispec.Descriptor, w io.Writer, report func(Progress)) error {
+// open starts downloading blob l and returns the body and a reader over it
+// that verifies size and digest.
+func (r *run) open(ctx context.Context, l ocispec.Descriptor, report func(Progress)) (io.ReadCloser, *verifyingReader, error) {
 	if err := l.Digest.Validate(); err != nil {
-		return fmt.Errorf("%w: layer digest: %w", ErrInvalidRequest, err)
+		return nil, nil, fmt.Errorf("%w: layer digest: %w", ErrInvalidRequest, err)
 	}
 	rc, err := r.origin.Blobs().Fetch(ctx, l)
 	if err != nil {
-		return classify(ctx, origin, err)
+		return nil, nil, classify(ctx, origin, err)
+	}
+	return rc, newVerifyingReader(rc, l, func(done int64) { report(Progress{State: LayerFetching, Done: done}) }), nil
+}
+
+// fetch copies the blob l into w, failing with ErrDigestMismatch when the
+// bytes are not what the descriptor says.
+func (r *run) fetch(ctx context.Context, l ocispec.Descriptor, w io.Writer, report func(Progress)) error {
+	rc, vr, err := r.open(ctx, l, report)
+	if err != nil {
+		return err
 	}
 	defer rc.Close()
-	vr := newVerifyingReader(rc, l, func(done int64) { report(Progress{State: LayerFetching, Done: done}) })
 	buf := make([]byte, 1<<20)
 	if _, err := io.CopyBuffer(w, vr, buf); err != nil {
 		return fetchError(ctx, err)
@@ -131,8 +183,13 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 			v.report(v.n)
 		}
 	}
-	if err == io.EOF && v.n < v.desc.Size {
+	switch {
+	case err == io.EOF && v.n < v.desc.Size:
 		err = fmt.Errorf("blob %s: %d of %d bytes: %w", v.desc.Digest, v.n, v.desc.Size, io.ErrUnexpectedEOF)
+	case err != nil && err != io.EOF:
+		// Wrapped, so that no reader mistakes a cut connection (which
+		// net/http reports as io.ErrUnexpectedEOF) for the end of the blob.
+		err = fmt.Errorf("blob %s after %d of %d bytes: %w", v.desc.Digest, v.n, v.desc.Size, err)
 	}
 	return n, err
 }

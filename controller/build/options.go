@@ -31,8 +31,9 @@ type Config struct {
 	// anonymous.
 	CacheCredentials auth.CredentialFunc
 	// Concurrency bounds the layers fetched and indexed at once; 0 means the
-	// number of CPUs. Each layer in flight may hold one temporary file of the
-	// layer's size.
+	// number of CPUs. A gzip layer in flight needs no temp disk; a plain tar
+	// layer (or any layer with StageLayers) is staged in one temp file of
+	// its size.
 	Concurrency int
 	// TempDir is where layer blobs are staged; empty means os.TempDir().
 	TempDir string
@@ -44,6 +45,12 @@ type Config struct {
 	HTTPClient *http.Client
 	// UserAgent is sent with every request; empty means "hermes-build".
 	UserAgent string
+	// StageLayers stages every layer in a temp file and builds its zTOC
+	// with soci's file-based builder, as `soci create` does, instead of
+	// indexing gzip layers in one pass while they stream. The zTOCs are the
+	// same; staging is slower and needs temp disk. For comparison and as an
+	// escape hatch.
+	StageLayers bool
 }
 
 // Settings decide what the index contains. Two builds with equal Settings of

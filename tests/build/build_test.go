@@ -190,10 +190,10 @@ func TestBuild(t *testing.T) {
 
 // TestFormatIdentity builds the same images with soci's own IndexBuilder
 // (from a containerd content store, as `soci create` does) and requires
-// byte-identical zTOCs and the same index entries.
+// byte-identical zTOCs and the same index entries, for both of the
+// builder's engines: one-pass streaming (the default) and staged files.
 func TestFormatIdentity(t *testing.T) {
 	origin := harness.StartRegistry(t, harness.RegistryOptions{})
-	cache := startCache(t)
 	edge := imagegen.EdgeCase()
 	mixed := smallImage()
 	for _, tc := range []struct {
@@ -209,17 +209,6 @@ func TestFormatIdentity(t *testing.T) {
 			img := mustImage(t, tc.spec)
 			ref := origin.Host + "/identity/" + tc.name + ":v1"
 			push(t, ref, img)
-
-			b, _ := newBuilder(t, cache)
-			res, err := b.Build(context.Background(), build.Request{Image: ref, Settings: tc.settings})
-			if err != nil {
-				t.Fatalf("build: %v", err)
-			}
-			pr := res.Platforms[0]
-			named, _ := names.ParseReference(ref)
-			repo := cacheRepo(t, cache, names.Repository(named))
-			ours, _ := fetchIndex(t, repo, *pr.Index)
-
 			s := tc.settings
 			if s.MinLayerSize == 0 {
 				s.MinLayerSize = build.DefaultMinLayerSize
@@ -231,29 +220,52 @@ func TestFormatIdentity(t *testing.T) {
 				s.BuildToolIdentifier = build.DefaultBuildToolIdentifier
 			}
 			theirs, theirZtocs := sociReference(t, ref, build.DefaultPlatform, s)
-
-			if len(ours.Blobs) != len(theirs.Blobs) {
-				t.Fatalf("%d zTOCs, soci made %d", len(ours.Blobs), len(theirs.Blobs))
-			}
-			for i := range ours.Blobs {
-				o, th := ours.Blobs[i], theirs.Blobs[i]
-				oj, _ := json.Marshal(o)
-				tj, _ := json.Marshal(th)
-				if string(oj) != string(tj) {
-					t.Errorf("index entry %d:\n ours %s\n soci %s", i, oj, tj)
-				}
-				layer := digest.Digest(o.Annotations[soci.IndexAnnotationImageLayerDigest])
-				if got := fetchBlob(t, repo, o); !bytes.Equal(got, theirZtocs[layer]) {
-					t.Errorf("zTOC of layer %s: %d bytes (%s), soci's %d bytes (%s)", layer, len(got), o.Digest, len(theirZtocs[layer]), digest.FromBytes(theirZtocs[layer]))
-				}
-			}
-			if ours.Subject.Digest != theirs.Subject.Digest || ours.Subject.Size != theirs.Subject.Size || ours.Subject.MediaType != theirs.Subject.MediaType {
-				t.Errorf("subject %+v, soci's %+v", ours.Subject, theirs.Subject)
-			}
-			if ours.Annotations[soci.IndexAnnotationBuildToolIdentifier] != theirs.Annotations[soci.IndexAnnotationBuildToolIdentifier] {
-				t.Errorf("annotations %v, soci's %v", ours.Annotations, theirs.Annotations)
+			for _, stage := range []bool{false, true} {
+				t.Run(fmt.Sprintf("staged=%v", stage), func(t *testing.T) {
+					requireSameAsSoci(t, ref, tc.settings, stage, theirs, theirZtocs)
+				})
 			}
 		})
+	}
+}
+
+// requireSameAsSoci builds ref into a fresh cache and compares the index and
+// the zTOCs with soci's.
+func requireSameAsSoci(t *testing.T, ref string, settings build.Settings, stage bool, theirs *soci.Index, theirZtocs map[digest.Digest][]byte) {
+	t.Helper()
+	cache := startCache(t)
+	b, err := build.New(build.Config{CacheHost: cache.Host, TempDir: t.TempDir(), StageLayers: stage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Build(context.Background(), build.Request{Image: ref, Settings: settings})
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	pr := res.Platforms[0]
+	named, _ := names.ParseReference(ref)
+	repo := cacheRepo(t, cache, names.Repository(named))
+	ours, _ := fetchIndex(t, repo, *pr.Index)
+	if len(ours.Blobs) != len(theirs.Blobs) {
+		t.Fatalf("%d zTOCs, soci made %d", len(ours.Blobs), len(theirs.Blobs))
+	}
+	for i := range ours.Blobs {
+		o, th := ours.Blobs[i], theirs.Blobs[i]
+		oj, _ := json.Marshal(o)
+		tj, _ := json.Marshal(th)
+		if string(oj) != string(tj) {
+			t.Errorf("index entry %d:\n ours %s\n soci %s", i, oj, tj)
+		}
+		layer := digest.Digest(o.Annotations[soci.IndexAnnotationImageLayerDigest])
+		if got := fetchBlob(t, repo, o); !bytes.Equal(got, theirZtocs[layer]) {
+			t.Errorf("zTOC of layer %s: %d bytes (%s), soci's %d bytes (%s)", layer, len(got), o.Digest, len(theirZtocs[layer]), digest.FromBytes(theirZtocs[layer]))
+		}
+	}
+	if ours.Subject.Digest != theirs.Subject.Digest || ours.Subject.Size != theirs.Subject.Size || ours.Subject.MediaType != theirs.Subject.MediaType {
+		t.Errorf("subject %+v, soci's %+v", ours.Subject, theirs.Subject)
+	}
+	if ours.Annotations[soci.IndexAnnotationBuildToolIdentifier] != theirs.Annotations[soci.IndexAnnotationBuildToolIdentifier] {
+		t.Errorf("annotations %v, soci's %v", ours.Annotations, theirs.Annotations)
 	}
 }
 

@@ -26,6 +26,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		tempDir, toolID, plainHTTP, progressMode, output                 string
 		minLayer, span                                                   int64
 		concurrency                                                      int
+		stage                                                            bool
 	)
 	fs := envflag.New("hermes build")
 	fs.SetOutput(stderr)
@@ -37,6 +38,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Size(&span, "span-size", "HERMES_SPAN_SIZE", build.DefaultSpanSize, "uncompressed bytes between checkpoints")
 	fs.String(&optimizations, "optimizations", "HERMES_OPTIMIZATIONS", "", `comma-separated soci optimizations to enable ("xattr")`)
 	fs.Int(&concurrency, "concurrency", "HERMES_BUILD_CONCURRENCY", 0, "layers built at once (0: number of CPUs); each may stage one layer on disk")
+	fs.Bool(&stage, "stage-layers", "HERMES_STAGE_LAYERS", false, "stage every layer in a temp file and index it with soci's file-based builder (slower; same zTOCs)")
 	fs.String(&tempDir, "temp-dir", "HERMES_TEMP_DIR", "", "directory for staged layers (default $TMPDIR)")
 	fs.String(&toolID, "build-tool-identifier", "HERMES_BUILD_TOOL_IDENTIFIER", build.DefaultBuildToolIdentifier, "identifier written into zTOCs and the index")
 	fs.String(&plainHTTP, "plain-http", "HERMES_PLAIN_HTTP", "", "comma-separated registry hosts spoken to over plain HTTP (loopback hosts always are)")
@@ -100,6 +102,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		CacheCredentials: creds,
 		Concurrency:      concurrency,
 		TempDir:          tempDir,
+		StageLayers:      stage,
 		PlainHTTP:        func(h string) bool { return build.IsLoopback(h) || slices.Contains(plain, h) },
 	})
 	if err != nil {

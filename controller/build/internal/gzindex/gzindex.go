@@ -1,0 +1,297 @@
+// Package gzindex builds the zTOC of a gzip-compressed tar layer in a single
+// pass over a stream, with no temporary file.
+//
+// soci-snapshotter's ztoc.Builder needs the layer as a file and reads it
+// three times: a C pass over zlib for the checkpoints, a Go gzip+tar pass
+// for the file list, and a pass hashing each span. Here one zlib inflate
+// feeds all three: the checkpoints are taken as the stream inflates (same
+// zlib calls on the same 16 KiB chunks, so the same block boundaries and
+// windows), archive/tar reads the inflated bytes, and the compressed bytes
+// are hashed per span as they go by. The result serializes (ztoc.Marshal) to
+// exactly the bytes soci's BuildZtoc produces for the same blob; the tests
+// hold that against soci itself.
+package gzindex
+
+// #cgo CFLAGS: -O2
+// #cgo LDFLAGS: -l:libz.a
+// #include <stdlib.h>
+// #include "gzindex.h"
+import "C"
+
+import (
+	"archive/tar"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"unsafe"
+
+	"github.com/awslabs/soci-snapshotter/ztoc"
+	"github.com/awslabs/soci-snapshotter/ztoc/compression"
+	"github.com/opencontainers/go-digest"
+)
+
+// ErrFormat is wrapped by errors about the layer's content: not gzip, not
+// tar, or an entry type zTOCs cannot describe.
+var ErrFormat = errors.New("invalid gzip tar layer")
+
+// Build reads a gzip-compressed tar stream to its end and returns its zTOC
+// with checkpoints every spanSize uncompressed bytes. Errors reading r are
+// returned as they are.
+func Build(r io.Reader, spanSize int64, buildToolIdentifier string) (*ztoc.Ztoc, error) {
+	g := C.hermes_gz_new(C.int64_t(spanSize))
+	if g == nil {
+		return nil, errors.New("gzindex: out of memory")
+	}
+	defer C.hermes_gz_free(g)
+	ix := &inflater{
+		g:   g,
+		src: r,
+		in:  unsafe.Slice((*byte)(unsafe.Pointer(&g.in[0])), C.HERMES_GZ_CHUNK),
+		out: unsafe.Slice((*byte)(unsafe.Pointer(&g.out[0])), C.HERMES_GZ_OUT),
+	}
+	files, tarSize, err := TarMetadata(ix)
+	if err != nil {
+		return nil, err
+	}
+	// The tar reader stops at the end-of-archive marker; checkpoints and
+	// span digests cover the whole blob.
+	if err := ix.drain(); err != nil {
+		return nil, err
+	}
+	if ix.span != nil {
+		ix.digests = append(ix.digests, digest.NewDigest(digest.SHA256, ix.span)) // the last span ends with the blob
+	}
+	C.hermes_gz_finish(g)
+	checkpoints := C.GoBytes(unsafe.Pointer(g.blob), C.int(g.blob_len))
+	return &ztoc.Ztoc{
+		Version:                 ztoc.Version09,
+		BuildToolIdentifier:     buildToolIdentifier,
+		TOC:                     ztoc.TOC{FileMetadata: files},
+		CompressedArchiveSize:   compression.Offset(ix.chunkEnd),
+		UncompressedArchiveSize: compression.Offset(tarSize),
+		CompressionInfo: ztoc.CompressionInfo{
+			MaxSpanID:            compression.SpanID(g.count - 1),
+			SpanDigests:          ix.digests,
+			Checkpoints:          checkpoints,
+			CompressionAlgorithm: compression.Gzip,
+		},
+	}, nil
+}
+
+// inflater is an io.Reader of the uncompressed stream that records
+// checkpoints and span digests as it goes.
+type inflater struct {
+	g    *C.hermes_gz
+	src  io.Reader
+	in   []byte // the C input chunk
+	out  []byte // the C output buffer; out[r:w] is not yet read
+	r, w int
+	done bool
+	err  error
+
+	// Compressed bytes [chunkStart, chunkEnd) are in `in`.
+	chunkStart, chunkEnd int64
+	srcEOF               bool
+	lastByte             byte // the byte before chunkStart
+
+	seen     int32     // checkpoints turned into spans
+	span     hash.Hash // the span being hashed, nil before the first checkpoint
+	hashedTo int64
+	digests  []digest.Digest
+}
+
+func (ix *inflater) Read(p []byte) (int, error) {
+	for ix.r == ix.w {
+		if ix.err != nil {
+			return 0, ix.err
+		}
+		if ix.done {
+			return 0, io.EOF
+		}
+		ix.err = ix.advance()
+	}
+	n := copy(p, ix.out[ix.r:ix.w])
+	ix.r += n
+	return n, nil
+}
+
+// drain inflates the rest of the stream, discarding the output.
+func (ix *inflater) drain() error {
+	for !ix.done {
+		if ix.err != nil {
+			return ix.err
+		}
+		ix.r = ix.w
+		ix.err = ix.advance()
+	}
+	return ix.err
+}
+
+// advance runs inflate once more; the previous output must have been read.
+func (ix *inflater) advance() error {
+	ret := C.hermes_gz_step(ix.g)
+	ix.r, ix.w = 0, int(ix.g.out_len)
+	ix.checkpoints()
+	switch ret {
+	case C.HERMES_GZ_OUTPUT:
+		return nil
+	case C.HERMES_GZ_NEED_INPUT:
+		ix.endChunk()
+		n, err := ix.readChunk()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("%w: gzip stream truncated at %d bytes: %w", ErrFormat, ix.chunkEnd, io.ErrUnexpectedEOF)
+		}
+		C.hermes_gz_input(ix.g, C.uint(n))
+		return nil
+	case C.HERMES_GZ_MEMBER_END:
+		ix.endChunk()
+		n, err := ix.readChunk()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			ix.done = true
+			return nil
+		}
+		// Concatenated members (pigz, mgzip) continue the same stream.
+		if rc := C.hermes_gz_next_member(ix.g); rc != C.Z_OK {
+			return fmt.Errorf("%w: zlib error %d", ErrFormat, int(rc))
+		}
+		C.hermes_gz_input(ix.g, C.uint(n))
+		return nil
+	default:
+		return fmt.Errorf("%w: zlib error %d at compressed offset %d", ErrFormat, int(ret), int64(ix.g.totin))
+	}
+}
+
+// readChunk reads the next chunk into the C input buffer: full chunks until
+// the end, as fread would.
+func (ix *inflater) readChunk() (int, error) {
+	if ix.srcEOF {
+		return 0, nil
+	}
+	n, err := io.ReadFull(ix.src, ix.in)
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		ix.srcEOF = true
+	case err != nil:
+		return 0, err
+	}
+	ix.chunkStart, ix.chunkEnd = ix.chunkEnd, ix.chunkEnd+int64(n)
+	return n, nil
+}
+
+// checkpoints turns checkpoints recorded since the last call into spans.
+// Span i covers compressed bytes from checkpoint i (one byte earlier when
+// the boundary falls inside a byte) up to checkpoint i+1, and the last span
+// up to the end of the blob, as soci hashes them.
+func (ix *inflater) checkpoints() {
+	for ; ix.seen < int32(ix.g.count); ix.seen++ {
+		in := int64(C.hermes_gz_checkpoint_in(ix.g, C.int32_t(ix.seen)))
+		if ix.span != nil {
+			ix.hashTo(in)
+			ix.digests = append(ix.digests, digest.NewDigest(digest.SHA256, ix.span))
+		}
+		ix.span = sha256.New()
+		start := in
+		if C.hermes_gz_checkpoint_bits(ix.g, C.int32_t(ix.seen)) != 0 {
+			start--
+		}
+		// A checkpoint is found while its chunk inflates, so only the
+		// byte before a boundary at the chunk's start lies outside it.
+		if start < ix.chunkStart {
+			ix.span.Write([]byte{ix.lastByte})
+			start = ix.chunkStart
+		}
+		ix.hashedTo = start
+	}
+}
+
+// endChunk hashes the rest of a used-up chunk into the current span.
+func (ix *inflater) endChunk() {
+	if ix.span != nil {
+		ix.hashTo(ix.chunkEnd)
+	}
+	if ix.chunkEnd > ix.chunkStart {
+		ix.lastByte = ix.in[ix.chunkEnd-ix.chunkStart-1]
+	}
+}
+
+func (ix *inflater) hashTo(end int64) {
+	if end > ix.hashedTo {
+		ix.span.Write(ix.in[ix.hashedTo-ix.chunkStart : end-ix.chunkStart])
+		ix.hashedTo = end
+	}
+}
+
+// fileTypes are the zTOC names of the tar entry types it can describe.
+var fileTypes = map[byte]string{
+	tar.TypeReg: "reg", tar.TypeLink: "hardlink", tar.TypeSymlink: "symlink", tar.TypeDir: "dir",
+	tar.TypeChar: "char", tar.TypeBlock: "block", tar.TypeFifo: "fifo",
+}
+
+// TarMetadata lists the entries of an uncompressed tar stream with their
+// offsets, as a zTOC records them, and returns how many bytes the tar
+// reader consumed up to the end-of-archive marker.
+func TarMetadata(r io.Reader) ([]ztoc.FileMetadata, int64, error) {
+	cr := &countingReader{r: r}
+	tr := tar.NewReader(cr)
+	var files []ztoc.FileMetadata
+	var header int64 // the first header is at offset 0
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return files, cr.n, nil
+		}
+		if err != nil {
+			// archive/tar returns the source's own errors unchanged (a
+			// network error stays one) and its format errors otherwise.
+			if errors.Is(err, tar.ErrHeader) || errors.Is(err, tar.ErrFieldTooLong) || err == io.ErrUnexpectedEOF {
+				return nil, 0, fmt.Errorf("%w: tar: %w", ErrFormat, err)
+			}
+			return nil, 0, err
+		}
+		typ, ok := fileTypes[h.Typeflag]
+		if !ok {
+			return nil, 0, fmt.Errorf("%w: tar entry %q has unsupported type %q", ErrFormat, h.Name, h.Typeflag)
+		}
+		f := ztoc.FileMetadata{
+			Name:               h.Name,
+			Type:               typ,
+			UncompressedOffset: compression.Offset(cr.n),
+			UncompressedSize:   compression.Offset(h.Size),
+			TarHeaderOffset:    compression.Offset(header),
+			Linkname:           h.Linkname,
+			Mode:               h.Mode,
+			UID:                h.Uid,
+			GID:                h.Gid,
+			Uname:              h.Uname,
+			Gname:              h.Gname,
+			ModTime:            h.ModTime,
+			Devmajor:           h.Devmajor,
+			Devminor:           h.Devminor,
+			PAXHeaders:         h.PAXRecords,
+		}
+		files = append(files, f)
+		header = int64(ztoc.AlignToTarBlock(f.UncompressedOffset + f.UncompressedSize))
+	}
+}
+
+// countingReader counts the bytes read through it. It deliberately has no
+// Seek method: archive/tar then skips file contents by reading them, so the
+// count is the position in the stream.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}

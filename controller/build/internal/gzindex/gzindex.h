@@ -1,0 +1,67 @@
+// One-pass gzip indexing for zTOCs: inflates a gzip stream chunk by chunk,
+// hands the uncompressed bytes to the caller, and records a checkpoint (the
+// compressed and uncompressed offsets, the pending bit count and the last
+// 32 KiB of output) at deflate block boundaries at least a span apart.
+//
+// The checkpoints are serialized in soci-snapshotter's zinfo v2 layout so
+// that zTOCs match soci's byte for byte:
+//
+//	int32  LE  number of checkpoints
+//	int64  LE  span size
+//	then per checkpoint:
+//	int64  LE  compressed offset of the first full byte after the boundary
+//	int64  LE  uncompressed offset of the boundary
+//	uint8      bits of the byte before that still belong to the next block
+//	32 KiB     the uncompressed window preceding the boundary
+#ifndef HERMES_GZINDEX_H
+#define HERMES_GZINDEX_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <zlib.h>
+
+#define HERMES_GZ_WINDOW 32768
+// Input is consumed in chunks of this size, as soci's builder reads its
+// file: chunking decides where inflate() returns, so it is kept equal.
+#define HERMES_GZ_CHUNK 16384
+// Output is handed over once it may not fit another window.
+#define HERMES_GZ_OUT (512 * 1024)
+#define HERMES_GZ_RECORD (8 + 8 + 1 + HERMES_GZ_WINDOW)
+#define HERMES_GZ_HEADER (4 + 8)
+
+enum {
+	HERMES_GZ_NEED_INPUT = 1, // the chunk is used up: provide the next one
+	HERMES_GZ_OUTPUT = 2,     // out holds output to take before stepping on
+	HERMES_GZ_MEMBER_END = 3, // a gzip member ended with the chunk: more input starts a new member
+};
+
+typedef struct {
+	z_stream strm;
+	int64_t totin, totout, last, span;
+	unsigned char window[HERMES_GZ_WINDOW];
+	unsigned char in[HERMES_GZ_CHUNK];
+	unsigned char out[HERMES_GZ_OUT];
+	size_t out_len;
+	// Serialized checkpoints, header first (filled in by hermes_gz_finish).
+	unsigned char *blob;
+	size_t blob_len, blob_cap;
+	int32_t count;
+} hermes_gz;
+
+hermes_gz *hermes_gz_new(int64_t span);
+void hermes_gz_free(hermes_gz *g);
+// hermes_gz_input makes the first n bytes of g->in the next chunk.
+void hermes_gz_input(hermes_gz *g, unsigned n);
+// hermes_gz_next_member starts the next gzip member of a multi-member stream.
+int hermes_gz_next_member(hermes_gz *g);
+// hermes_gz_step inflates until the chunk is used up, a member ends, or the
+// output buffer is full; it returns one of the enum values above or a
+// negative zlib error. g->out_len is reset at every call.
+int hermes_gz_step(hermes_gz *g);
+// hermes_gz_checkpoint reads back checkpoint i's compressed offset and bits.
+int64_t hermes_gz_checkpoint_in(hermes_gz *g, int32_t i);
+int hermes_gz_checkpoint_bits(hermes_gz *g, int32_t i);
+// hermes_gz_finish writes the blob header; the blob is then complete.
+void hermes_gz_finish(hermes_gz *g);
+
+#endif
