@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,22 @@ type metrics struct {
 	duration  *prometheus.HistogramVec // route
 	bytes     *prometheus.CounterVec   // route
 	referrers *prometheus.CounterVec   // cache, result
+
+	// series remembers the children of the vectors per label set: looking
+	// them up hashes every label on each request.
+	series sync.Map // seriesKey -> *requestSeries
+}
+
+type seriesKey struct {
+	route  routeKind
+	method string
+	code   int
+}
+
+type requestSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+	bytes    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -49,10 +66,25 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) observe(rt routeKind, method string, code int, bytes int64, d time.Duration) {
-	m.requests.WithLabelValues(string(rt), method, strconv.Itoa(code)).Inc()
-	m.duration.WithLabelValues(string(rt)).Observe(d.Seconds())
+	key := seriesKey{rt, method, code}
+	v, ok := m.series.Load(key)
+	if !ok {
+		switch method { // bound the label values clients can create
+		case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		default:
+			key.method = "other"
+		}
+		v, _ = m.series.LoadOrStore(key, &requestSeries{
+			requests: m.requests.WithLabelValues(string(rt), key.method, strconv.Itoa(code)),
+			duration: m.duration.WithLabelValues(string(rt)),
+			bytes:    m.bytes.WithLabelValues(string(rt)),
+		})
+	}
+	s := v.(*requestSeries)
+	s.requests.Inc()
+	s.duration.Observe(d.Seconds())
 	if bytes > 0 {
-		m.bytes.WithLabelValues(string(rt)).Add(float64(bytes))
+		s.bytes.Add(float64(bytes))
 	}
 }
 

@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/distribution/distribution/v3"
@@ -68,6 +72,9 @@ type Registry struct {
 	auth    *authenticator
 	metrics *metrics
 	log     logr.Logger
+
+	namesMemo    sync.Map // name + "\x00" + ns -> cache repository
+	namesMemoLen atomic.Int64
 }
 
 var _ http.Handler = (*Registry)(nil)
@@ -199,8 +206,9 @@ func levelFor(code int, method string) int {
 }
 
 func (r *Registry) serve(w http.ResponseWriter, req *http.Request, rt route) {
+	query := req.URL.Query()
 	if rt.name != "" {
-		repo, err := names.FromMirror(rt.name, req.URL.Query().Get("ns"))
+		repo, err := r.repository(rt.name, query.Get("ns"))
 		if err != nil {
 			writeError(w, errcode.ErrorCodeNameInvalid.WithDetail(err.Error()))
 			return
@@ -223,7 +231,7 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request, rt route) {
 	}
 	switch {
 	case rt.kind == routeReferrers:
-		r.serveReferrers(w, req, rt)
+		r.serveReferrers(w, req, rt, query)
 	case rt.kind == routeManifest && req.Method == http.MethodPut:
 		r.serveManifestPut(w, req, rt)
 	default:
@@ -279,7 +287,7 @@ func (r *Registry) serveManifestPut(w http.ResponseWriter, req *http.Request, rt
 	r.app.ServeHTTP(w, req)
 }
 
-func (r *Registry) serveReferrers(w http.ResponseWriter, req *http.Request, rt route) {
+func (r *Registry) serveReferrers(w http.ResponseWriter, req *http.Request, rt route, query url.Values) {
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		writeError(w, errcode.ErrorCodeUnsupported.WithDetail("method not allowed"))
@@ -292,7 +300,7 @@ func (r *Registry) serveReferrers(w http.ResponseWriter, req *http.Request, rt r
 	}
 	// A "+" sent unencoded (curl users type media types as they read them)
 	// arrives as a space; media types never contain spaces.
-	artifactType := strings.ReplaceAll(req.URL.Query().Get("artifactType"), " ", "+")
+	artifactType := strings.ReplaceAll(query.Get("artifactType"), " ", "+")
 	ix, hit, err := r.refs.Lookup(req.Context(), rt.name, subject, artifactType)
 	r.metrics.referrerLookup(hit, ix.Count, err)
 	if err != nil {
@@ -300,12 +308,13 @@ func (r *Registry) serveReferrers(w http.ResponseWriter, req *http.Request, rt r
 		writeError(w, errcode.ErrorCodeUnknown.WithDetail("referrers lookup failed"))
 		return
 	}
+	// Canonical keys set directly: this is the hot path of every node.
 	h := w.Header()
-	h.Set("Content-Type", "application/vnd.oci.image.index.v1+json")
-	h.Set("Content-Length", fmt.Sprint(len(ix.Body)))
-	h.Set("Docker-Distribution-API-Version", "registry/2.0")
+	h["Content-Type"] = indexContentType
+	h["Content-Length"] = []string{strconv.Itoa(len(ix.Body))}
+	h["Docker-Distribution-Api-Version"] = apiVersion
 	if artifactType != "" {
-		h.Set("OCI-Filters-Applied", "artifactType")
+		h["Oci-Filters-Applied"] = filtersApplied
 	}
 	w.WriteHeader(http.StatusOK)
 	if req.Method == http.MethodGet {
@@ -336,6 +345,34 @@ func checkPagination(req *http.Request, rt route) error {
 		}
 	}
 	return nil
+}
+
+var (
+	indexContentType = []string{"application/vnd.oci.image.index.v1+json"}
+	apiVersion       = []string{"registry/2.0"}
+	filtersApplied   = []string{"artifactType"}
+)
+
+// maxNamesMemo bounds the memo of validated repository names.
+const maxNamesMemo = 4096
+
+// repository is names.FromMirror, remembered: nodes ask about the same few
+// repositories over and over, and validation runs regular expressions.
+func (r *Registry) repository(name, ns string) (string, error) {
+	key := name + "\x00" + ns
+	if v, ok := r.namesMemo.Load(key); ok {
+		return v.(string), nil
+	}
+	repo, err := names.FromMirror(name, ns)
+	if err != nil {
+		return "", err // not remembered: bad names must not fill the memo
+	}
+	if r.namesMemoLen.Add(1) > maxNamesMemo {
+		r.namesMemo.Clear()
+		r.namesMemoLen.Store(0)
+	}
+	r.namesMemo.Store(key, repo)
+	return repo, nil
 }
 
 // writeError answers with the distribution spec's JSON error body.
