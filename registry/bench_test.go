@@ -14,7 +14,7 @@ import (
 // BenchmarkReferrersLookup is the in-process cost of a cached Referrers API
 // answer over loopback HTTP (tools/bench/registry measures the binary).
 func BenchmarkReferrersLookup(b *testing.B) {
-	t := &testing.T{}
+	t := b
 	s := newServer(t, registry.AuthConfig{})
 	const repo = "docker.io/library/nginx"
 	subject := digest.FromString("subject")

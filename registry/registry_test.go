@@ -35,7 +35,7 @@ type server struct {
 	token   string // write credential, when auth is on
 }
 
-func newServer(t *testing.T, auth registry.AuthConfig) *server {
+func newServer(t testing.TB, auth registry.AuthConfig) *server {
 	t.Helper()
 	m := prometheus.NewRegistry()
 	reg, err := registry.New(context.Background(), registry.Config{
@@ -61,7 +61,7 @@ func newAuthServer(t *testing.T, requireRead bool) *server {
 	return s
 }
 
-func (s *server) do(t *testing.T, method, path string, body []byte, header ...string) *http.Response {
+func (s *server) do(t testing.TB, method, path string, body []byte, header ...string) *http.Response {
 	t.Helper()
 	req, err := http.NewRequest(method, s.URL+path, bytes.NewReader(body))
 	if err != nil {
@@ -81,7 +81,7 @@ func (s *server) do(t *testing.T, method, path string, body []byte, header ...st
 	return resp
 }
 
-func readAll(t *testing.T, r *http.Response) []byte {
+func readAll(t testing.TB, r *http.Response) []byte {
 	t.Helper()
 	b, err := io.ReadAll(r.Body)
 	if err != nil {
@@ -91,7 +91,7 @@ func readAll(t *testing.T, r *http.Response) []byte {
 }
 
 // pushBlob uploads content with POST then PUT.
-func (s *server) pushBlob(t *testing.T, repo string, content []byte) digest.Digest {
+func (s *server) pushBlob(t testing.TB, repo string, content []byte) digest.Digest {
 	t.Helper()
 	d := digest.FromBytes(content)
 	resp := s.do(t, http.MethodPost, "/v2/"+repo+"/blobs/uploads/", nil)
@@ -114,7 +114,7 @@ func (s *server) pushBlob(t *testing.T, repo string, content []byte) digest.Dige
 var emptyJSON = []byte("{}")
 
 // artifact returns an artifact manifest with subject, pushing its config.
-func (s *server) artifact(t *testing.T, repo string, subject digest.Digest, artifactType, note string) []byte {
+func (s *server) artifact(t testing.TB, repo string, subject digest.Digest, artifactType, note string) []byte {
 	t.Helper()
 	cfg := s.pushBlob(t, repo, emptyJSON)
 	m := map[string]any{
@@ -134,7 +134,7 @@ func (s *server) artifact(t *testing.T, repo string, subject digest.Digest, arti
 	return b
 }
 
-func (s *server) putManifest(t *testing.T, repo, ref string, body []byte) *http.Response {
+func (s *server) putManifest(t testing.TB, repo, ref string, body []byte) *http.Response {
 	t.Helper()
 	return s.do(t, http.MethodPut, "/v2/"+repo+"/manifests/"+ref, body, "Content-Type", ocispec.MediaTypeImageManifest)
 }
