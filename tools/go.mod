@@ -5,6 +5,7 @@ go 1.26.6
 require (
 	github.com/awslabs/soci-snapshotter v0.16.1
 	github.com/containerd/containerd/v2 v2.4.2
+	github.com/containerd/platforms v1.0.0-rc.5
 	github.com/google/go-containerregistry v0.22.1
 	github.com/klauspost/compress v1.20.1
 	github.com/klauspost/pgzip v1.2.6
@@ -24,7 +25,6 @@ require (
 	github.com/containerd/fifo v1.1.0 // indirect
 	github.com/containerd/log v0.2.0 // indirect
 	github.com/containerd/log/otel v0.1.0 // indirect
-	github.com/containerd/platforms v1.0.0-rc.5 // indirect
 	github.com/containerd/plugin v1.1.0 // indirect
 	github.com/containerd/ttrpc v1.2.9 // indirect
 	github.com/containerd/typeurl/v2 v2.3.0 // indirect
@@ -66,13 +66,14 @@ require (
 	github.com/google/go-cmp v0.7.0 // indirect
 	github.com/hermes-oci/hermes v0.0.0-00010101000000-000000000000
 	github.com/hermes-oci/hermes/tests v0.0.0-00010101000000-000000000000
-	github.com/opencontainers/go-digest v1.0.0 // indirect
+	github.com/opencontainers/go-digest v1.0.0
 	github.com/opencontainers/image-spec v1.1.1
 	github.com/sirupsen/logrus v1.10.2 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 	gotest.tools/v3 v3.5.2 // indirect
 )
 
-replace github.com/hermes-oci/hermes => ../
-
-replace github.com/hermes-oci/hermes/tests => ../tests
+replace (
+	github.com/hermes-oci/hermes => ../
+	github.com/hermes-oci/hermes/tests => ../tests
+)

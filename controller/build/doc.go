@@ -30,7 +30,7 @@
 //	                                 found via /referrers/<manifest digest>
 //
 // zTOCs are byte-identical to soci's own. gzip layers are indexed in one pass
-// while they stream (internal/gzindex: one zlib inflate feeds the
+// while they stream (package gzindex: one zlib inflate feeds the
 // checkpoints, the tar listing and the span digests), where soci's builder
 // stages the layer in a file and reads it three times; plain tar layers go
 // through a temp file and soci's ztoc.Builder.

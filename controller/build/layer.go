@@ -13,7 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/hermes-oci/hermes/controller/build/internal/gzindex"
+	"github.com/hermes-oci/hermes/controller/build/gzindex"
 )
 
 // progressStep is how many fetched bytes pass between two progress events.
