@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -34,6 +35,9 @@ type HermesRegistryOptions struct {
 	ReferrersCacheTTL time.Duration
 	// HTTPSecret is passed as -http-secret when set (replicas).
 	HTTPSecret string
+	// TLS serves the API over HTTPS with a certificate for 127.0.0.1 from a
+	// throwaway CA (HermesRegistry.CACert); the ops port stays HTTP.
+	TLS bool
 	// LogLevel defaults to "info" (writes and errors are logged; "debug"
 	// logs every request).
 	LogLevel string
@@ -46,7 +50,8 @@ type HermesRegistryOptions struct {
 type HermesRegistry struct {
 	*Process
 	Host       string // 127.0.0.1:PORT, as used in image references
-	URL        string // http://127.0.0.1:PORT
+	URL        string // http://127.0.0.1:PORT, https:// with TLS
+	CACert     string // with TLS: the CA certificate (PEM) that signed the server's
 	OpsURL     string // http://127.0.0.1:OPSPORT (/metrics, /healthz, /readyz)
 	MetricsURL string // OpsURL + "/metrics"
 	Root       string // filesystem storage directory (unused with StorageConfig)
@@ -116,6 +121,18 @@ func StartHermesRegistry(t testing.TB, opts HermesRegistryOptions) *HermesRegist
 	if opts.HTTPSecret != "" {
 		r.args = append(r.args, "-http-secret", opts.HTTPSecret)
 	}
+	if opts.TLS {
+		pki, err := NewPKI(filepath.Join(dir, "pki"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, key, err := pki.Issue("hermes-registry", "hermes-registry", nil, "127.0.0.1", "localhost")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.CACert, r.URL = pki.CACert, "https://"+r.Host
+		r.args = append(r.args, "-tls-cert", cert, "-tls-key", key)
+	}
 	r.args = append(r.args, opts.Args...)
 	r.env = opts.Env
 	r.start(t)
@@ -125,8 +142,14 @@ func StartHermesRegistry(t testing.TB, opts HermesRegistryOptions) *HermesRegist
 func (r *HermesRegistry) start(t testing.TB) {
 	t.Helper()
 	r.Process = Start(t, "hermes-registry", r.Dir, r.bin, r.args, r.env...)
-	WaitFor(t, r.Process, 20*time.Second, "hermes-registry", HTTPReady(r.URL+"/v2/"))
-	WaitFor(t, r.Process, 10*time.Second, "hermes-registry readiness", HTTPReady(r.OpsURL+"/readyz"))
+	WaitFor(t, r.Process, 20*time.Second, "hermes-registry readiness", HTTPReady(r.OpsURL+"/readyz"))
+	WaitFor(t, r.Process, 10*time.Second, "hermes-registry API port", func() error {
+		c, err := net.DialTimeout("tcp", r.Host, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
 }
 
 // Restart stops the registry (SIGTERM, or SIGKILL when crash is set) and
