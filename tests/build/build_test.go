@@ -449,3 +449,39 @@ func TestInterrupted(t *testing.T) {
 		cache.requireEmpty(t)
 	})
 }
+
+// TestCacheAuth pushes to a cache registry that needs a credential for
+// writes: refused without it (ErrCacheWriteRefused, nothing stored), done
+// with it.
+func TestCacheAuth(t *testing.T) {
+	origin := harness.StartRegistry(t, harness.RegistryOptions{})
+	ref := origin.Host + "/test/auth:v1"
+	push(t, ref, mustImage(t, imagegen.Spec{Layers: []imagegen.Layer{{Kind: imagegen.Random, Size: 2 << 20, Seed: 51}}}))
+	reg := harness.StartHermesRegistry(t, harness.HermesRegistryOptions{Auth: true})
+	cache := cacheRegistry{Host: reg.Host, URL: reg.URL, Root: reg.Root}
+	settings := build.Settings{MinLayerSize: 1}
+
+	b, tmp := newBuilder(t, cache)
+	_, err := b.Build(context.Background(), build.Request{Image: ref, Settings: settings})
+	if !errors.Is(err, build.ErrCacheWriteRefused) {
+		t.Fatalf("no cache credential: got %v; want ErrCacheWriteRefused", err)
+	}
+	requireNoTempFiles(t, tmp)
+	cache.requireEmpty(t)
+
+	creds, err := build.DockerConfigJSONCredentials([]byte(fmt.Sprintf(`{"auths":{%q:{"username":%q,"password":%q}}}`, reg.Host, reg.Username, reg.Password)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = build.New(build.Config{CacheHost: reg.Host, CacheCredentials: creds, TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Build(context.Background(), build.Request{Image: ref, Settings: settings})
+	if err != nil {
+		t.Fatalf("with the cache credential: %v", err)
+	}
+	if res.Platforms[0].Index == nil {
+		t.Fatal("no index pushed")
+	}
+}

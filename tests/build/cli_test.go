@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,33 +21,6 @@ import (
 	"github.com/hermes-oci/hermes/tests/harness"
 	"github.com/hermes-oci/hermes/tools/imagegen"
 )
-
-var (
-	hermesOnce sync.Once
-	hermesBin  string
-	hermesErr  error
-)
-
-// hermes builds the hermes CLI once per test binary.
-func hermes(t *testing.T) string {
-	t.Helper()
-	hermesOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "hermes-cli-")
-		if err != nil {
-			hermesErr = err
-			return
-		}
-		hermesBin = filepath.Join(dir, "hermes")
-		out, err := exec.Command("go", "build", "-o", hermesBin, "github.com/hermes-oci/hermes/controller/cmd/hermes").CombinedOutput()
-		if err != nil {
-			hermesErr = fmt.Errorf("go build hermes: %v\n%s", err, out)
-		}
-	})
-	if hermesErr != nil {
-		t.Fatal(hermesErr)
-	}
-	return hermesBin
-}
 
 // cli is one run of `hermes build`.
 type cli struct {
@@ -62,7 +34,7 @@ func runCLI(t *testing.T, tmp string, args []string, start func(*os.Process)) cl
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, hermes(t), args...)
+	cmd := exec.CommandContext(ctx, harness.HermesBin(t, "hermes"), args...)
 	cmd.Env = append(os.Environ(), "TMPDIR="+tmp, "DOCKER_CONFIG="+t.TempDir())
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -42,10 +42,11 @@ type cacheRegistry struct {
 	Root string // storage root, for "nothing was pushed" checks
 }
 
-// startCache starts the cache registry the builder pushes to.
+// startCache starts the cache registry the builder pushes to:
+// hermes-registry, with its Referrers API.
 func startCache(t *testing.T) cacheRegistry {
 	t.Helper()
-	r := harness.StartRegistry(t, harness.RegistryOptions{})
+	r := harness.StartHermesRegistry(t, harness.HermesRegistryOptions{})
 	return cacheRegistry{Host: r.Host, URL: r.URL, Root: r.Root}
 }
 
