@@ -117,6 +117,9 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err := envErr(); err != nil {
 		return err
 	}
+	if (s.tlsCert == "") != (s.tlsKey == "") {
+		return errors.New("-tls-cert and -tls-key go together")
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(s.logLevel)); err != nil {
 		return fmt.Errorf("log level: %w", err)
@@ -179,9 +182,6 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 			defer cancel()
 			return srv.Shutdown(sctx)
 		})
-	}
-	if (s.tlsCert == "") != (s.tlsKey == "") {
-		return errors.New("-tls-cert and -tls-key go together")
 	}
 	serve("registry", s.addr, reg, s.tlsCert != "")
 	if s.opsAddr != "" {
