@@ -91,6 +91,12 @@ oras() {
   go_install oras "$ORAS_VERSION" oras -- "oras.land/oras/cmd/oras@$ORAS_VERSION"
 }
 
+versitygw() {
+  # S3-compatible object storage: the shared store of registry-replica tests.
+  go_install versitygw "$VERSITYGW_VERSION" versitygw -- \
+    "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+}
+
 controller_gen() {
   go_install controller-gen "$CONTROLLER_GEN_VERSION" controller-gen -- \
     "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_GEN_VERSION"
@@ -117,13 +123,13 @@ kubernetes() {
   stamp kubernetes "$key"
 }
 
-all=(debian containerd registry crane oras etcd kubernetes)
+all=(debian containerd registry crane oras versitygw etcd kubernetes)
 want=("$@")
 [ ${#want[@]} -gt 0 ] || want=("${all[@]}")
 t0=$SECONDS
 for c in "${want[@]}"; do
   case $c in
-    debian|containerd|registry|crane|oras|etcd|kubernetes) "$c" ;;
+    debian|containerd|registry|crane|oras|versitygw|etcd|kubernetes) "$c" ;;
     controller-gen) controller_gen ;;
     *) echo "install.sh: unknown component $c (known: ${all[*]} controller-gen)" >&2; exit 2 ;;
   esac
