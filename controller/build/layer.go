@@ -90,8 +90,13 @@ func (r *run) stagedLayer(ctx context.Context, l ocispec.Descriptor, algo string
 	return r.keepZtoc(z)
 }
 
-// keepZtoc serializes z into the build's temp dir for the push.
+// keepZtoc serializes z into the build's temp dir for the push. soci's
+// Marshal builds the whole flatbuffer in memory (up to twice the zTOC's
+// size while it grows), so workers take turns: one zTOC in serialization at
+// a time bounds that part of the peak memory.
 func (r *run) keepZtoc(z *ztoc.Ztoc) (*builtLayer, error) {
+	r.marshal.Lock()
+	defer r.marshal.Unlock()
 	zr, desc, err := ztoc.Marshal(z)
 	if err != nil {
 		return nil, fmt.Errorf("marshal zTOC: %w", err)

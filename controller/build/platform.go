@@ -31,6 +31,8 @@ type run struct {
 
 	mu    sync.Mutex
 	built map[digest.Digest]*builtLayer // by layer digest, shared by platforms
+
+	marshal sync.Mutex // one zTOC serialized at a time (see keepZtoc)
 }
 
 // builtLayer is a zTOC waiting in a temp file to be pushed.

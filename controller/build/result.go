@@ -21,53 +21,53 @@ const (
 
 // Progress is one event about one layer.
 type Progress struct {
-	Platform ocispec.Platform
-	Manifest digest.Digest // the platform manifest the layer belongs to
-	Layer    int           // position in the manifest, from 0
-	Layers   int           // number of layers in the manifest
-	Digest   digest.Digest // the layer blob
-	Size     int64         // compressed size of the layer blob
-	Done     int64         // bytes of the blob fetched so far
-	State    LayerState
-	Reason   string        // why a layer was skipped or failed
-	Ztoc     digest.Digest // the zTOC, once built
+	Platform ocispec.Platform `json:"platform"`
+	Manifest digest.Digest    `json:"manifest"` // the platform manifest the layer belongs to
+	Layer    int              `json:"layer"`    // position in the manifest, from 0
+	Layers   int              `json:"layers"`   // number of layers in the manifest
+	Digest   digest.Digest    `json:"digest"`   // the layer blob
+	Size     int64            `json:"size"`     // compressed size of the layer blob
+	Done     int64            `json:"done"`     // bytes of the blob fetched so far
+	State    LayerState       `json:"state"`
+	Reason   string           `json:"reason,omitempty"` // why a layer was skipped or failed
+	Ztoc     digest.Digest    `json:"ztoc,omitempty"`   // the zTOC, once built
 }
 
 // Result describes what a build did.
 type Result struct {
 	// Reference is the normalized image reference.
-	Reference string
+	Reference string `json:"reference"`
 	// Digest is what the reference resolved to: an image index or manifest.
-	Digest digest.Digest
+	Digest digest.Digest `json:"digest"`
 	// CacheRepository is the repository in the cache registry, host included
 	// ("127.0.0.1:5001/docker.io/library/nginx").
-	CacheRepository string
+	CacheRepository string `json:"cacheRepository"`
 	// Platforms has one entry per selected platform manifest.
-	Platforms []PlatformResult
+	Platforms []PlatformResult `json:"platforms"`
 }
 
 // PlatformResult is the outcome for one platform manifest.
 type PlatformResult struct {
-	Platform ocispec.Platform
+	Platform ocispec.Platform `json:"platform"`
 	// Manifest is the platform image manifest: the index's subject.
-	Manifest ocispec.Descriptor
+	Manifest ocispec.Descriptor `json:"manifest"`
 	// Index is the SOCI index manifest in the cache; nil when every layer
 	// was skipped (nothing to index).
-	Index *ocispec.Descriptor
+	Index *ocispec.Descriptor `json:"index,omitempty"`
 	// Existed says the cache already had an index for this manifest with the
 	// same settings, and nothing was built or pushed.
-	Existed bool
+	Existed bool `json:"existed,omitempty"`
 	// Layers has one entry per layer, in manifest order (empty if Existed).
-	Layers []LayerResult
+	Layers []LayerResult `json:"layers,omitempty"`
 }
 
 // LayerResult is the outcome for one layer.
 type LayerResult struct {
-	Digest    digest.Digest
-	MediaType string
-	Size      int64
-	State     LayerState // LayerBuilt or LayerSkipped
-	Reason    string     // why it was skipped
+	Digest    digest.Digest `json:"digest"`
+	MediaType string        `json:"mediaType"`
+	Size      int64         `json:"size"`
+	State     LayerState    `json:"state"`            // LayerBuilt or LayerSkipped
+	Reason    string        `json:"reason,omitempty"` // why it was skipped
 	// Ztoc is the zTOC descriptor as it appears in the index, when built.
-	Ztoc *ocispec.Descriptor
+	Ztoc *ocispec.Descriptor `json:"ztoc,omitempty"`
 }

@@ -9,14 +9,6 @@ static void put_le(unsigned char *p, uint64_t v, int n) {
 	}
 }
 
-static uint64_t get_le(const unsigned char *p, int n) {
-	uint64_t v = 0;
-	for (int i = n - 1; i >= 0; i--) {
-		v = (v << 8) | p[i];
-	}
-	return v;
-}
-
 hermes_gz *hermes_gz_new(int64_t span) {
 	hermes_gz *g = calloc(1, sizeof(*g));
 	if (g == NULL) {
@@ -28,14 +20,6 @@ hermes_gz *hermes_gz_new(int64_t span) {
 		return NULL;
 	}
 	g->span = span;
-	g->blob_cap = HERMES_GZ_HEADER + 8 * (size_t)HERMES_GZ_RECORD;
-	g->blob = malloc(g->blob_cap);
-	if (g->blob == NULL) {
-		inflateEnd(&g->strm);
-		free(g);
-		return NULL;
-	}
-	g->blob_len = HERMES_GZ_HEADER;
 	return g;
 }
 
@@ -44,7 +28,6 @@ void hermes_gz_free(hermes_gz *g) {
 		return;
 	}
 	inflateEnd(&g->strm);
-	free(g->blob);
 	free(g);
 }
 
@@ -57,19 +40,9 @@ int hermes_gz_next_member(hermes_gz *g) {
 	return inflateReset2(&g->strm, 15 + 32);
 }
 
-// add records a checkpoint at the current position. The window is circular:
-// the oldest bytes are those after the write position.
-static int add(hermes_gz *g) {
-	if (g->blob_len + HERMES_GZ_RECORD > g->blob_cap) {
-		size_t cap = g->blob_cap * 2;
-		unsigned char *b = realloc(g->blob, cap);
-		if (b == NULL) {
-			return Z_MEM_ERROR;
-		}
-		g->blob = b;
-		g->blob_cap = cap;
-	}
-	unsigned char *r = g->blob + g->blob_len;
+// record writes a checkpoint for the current position to r. The window is
+// circular: the oldest bytes are those after the write position.
+static void record(hermes_gz *g, unsigned char *r) {
 	unsigned left = g->strm.avail_out;
 	put_le(r, (uint64_t)g->totin, 8);
 	put_le(r + 8, (uint64_t)g->totout, 8);
@@ -77,17 +50,21 @@ static int add(hermes_gz *g) {
 	unsigned char *w = r + 17;
 	memcpy(w, g->window + HERMES_GZ_WINDOW - left, left);
 	memcpy(w + left, g->window, HERMES_GZ_WINDOW - left);
-	g->blob_len += HERMES_GZ_RECORD;
 	g->count++;
-	return Z_OK;
 }
 
-int hermes_gz_step(hermes_gz *g) {
+int hermes_gz_step(hermes_gz *g, unsigned char *cp, size_t room, size_t *used) {
 	z_stream *s = &g->strm;
 	g->out_len = 0;
+	*used = 0;
 	while (s->avail_in != 0) {
+		// Pausing between two inflate() calls changes nothing in what they
+		// do, so the caller can take the output or give more room here.
 		if (g->out_len + HERMES_GZ_WINDOW > HERMES_GZ_OUT) {
 			return HERMES_GZ_OUTPUT;
+		}
+		if (*used + HERMES_GZ_RECORD > room) {
+			return HERMES_GZ_CP_FULL;
 		}
 		if (s->avail_out == 0) {
 			s->next_out = g->window;
@@ -126,24 +103,15 @@ int hermes_gz_step(hermes_gz *g) {
 		// boundary more than a span after the previous one, never after
 		// the last block.
 		if ((s->data_type & 128) && !(s->data_type & 64) && (g->totout == 0 || g->totout - g->last > g->span)) {
-			if ((ret = add(g)) != Z_OK) {
-				return ret;
-			}
+			record(g, cp + *used);
+			*used += HERMES_GZ_RECORD;
 			g->last = g->totout;
 		}
 	}
 	return HERMES_GZ_NEED_INPUT;
 }
 
-int64_t hermes_gz_checkpoint_in(hermes_gz *g, int32_t i) {
-	return (int64_t)get_le(g->blob + HERMES_GZ_HEADER + (size_t)i * HERMES_GZ_RECORD, 8);
-}
-
-int hermes_gz_checkpoint_bits(hermes_gz *g, int32_t i) {
-	return g->blob[HERMES_GZ_HEADER + (size_t)i * HERMES_GZ_RECORD + 16];
-}
-
-void hermes_gz_finish(hermes_gz *g) {
-	put_le(g->blob, (uint32_t)g->count, 4);
-	put_le(g->blob + 4, (uint64_t)g->span, 8);
+void hermes_gz_header(hermes_gz *g, unsigned char *header) {
+	put_le(header, (uint32_t)g->count, 4);
+	put_le(header + 4, (uint64_t)g->span, 8);
 }

@@ -14,13 +14,13 @@ package gzindex
 
 // #cgo CFLAGS: -O2
 // #cgo LDFLAGS: -l:libz.a
-// #include <stdlib.h>
 // #include "gzindex.h"
 import "C"
 
 import (
 	"archive/tar"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
@@ -48,6 +48,7 @@ func Build(r io.Reader, spanSize int64, buildToolIdentifier string) (*ztoc.Ztoc,
 	ix := &inflater{
 		g:   g,
 		src: r,
+		cps: make([]byte, C.HERMES_GZ_HEADER, C.HERMES_GZ_HEADER+8*C.HERMES_GZ_RECORD),
 		in:  unsafe.Slice((*byte)(unsafe.Pointer(&g.in[0])), C.HERMES_GZ_CHUNK),
 		out: unsafe.Slice((*byte)(unsafe.Pointer(&g.out[0])), C.HERMES_GZ_OUT),
 	}
@@ -63,8 +64,8 @@ func Build(r io.Reader, spanSize int64, buildToolIdentifier string) (*ztoc.Ztoc,
 	if ix.span != nil {
 		ix.digests = append(ix.digests, digest.NewDigest(digest.SHA256, ix.span)) // the last span ends with the blob
 	}
-	C.hermes_gz_finish(g)
-	checkpoints := C.GoBytes(unsafe.Pointer(g.blob), C.int(g.blob_len))
+	checkpoints := ix.cps
+	C.hermes_gz_header(g, (*C.uchar)(unsafe.Pointer(&checkpoints[0])))
 	return &ztoc.Ztoc{
 		Version:                 ztoc.Version09,
 		BuildToolIdentifier:     buildToolIdentifier,
@@ -96,6 +97,9 @@ type inflater struct {
 	srcEOF               bool
 	lastByte             byte // the byte before chunkStart
 
+	// cps is the serialized checkpoints: a header, then one record per
+	// checkpoint, written by C into the free capacity.
+	cps      []byte
 	seen     int32     // checkpoints turned into spans
 	span     hash.Hash // the span being hashed, nil before the first checkpoint
 	hashedTo int64
@@ -131,11 +135,19 @@ func (ix *inflater) drain() error {
 
 // advance runs inflate once more; the previous output must have been read.
 func (ix *inflater) advance() error {
-	ret := C.hermes_gz_step(ix.g)
+	if cap(ix.cps)-len(ix.cps) < C.HERMES_GZ_RECORD {
+		// Doubling leaves less garbage behind than append's growth: the
+		// checkpoints are the bulk of a large layer's zTOC.
+		ix.cps = append(make([]byte, 0, 2*cap(ix.cps)), ix.cps...)
+	}
+	room := ix.cps[len(ix.cps):cap(ix.cps)]
+	var used C.size_t
+	ret := C.hermes_gz_step(ix.g, (*C.uchar)(unsafe.Pointer(&room[0])), C.size_t(len(room)), &used)
+	ix.cps = ix.cps[:len(ix.cps)+int(used)]
 	ix.r, ix.w = 0, int(ix.g.out_len)
 	ix.checkpoints()
 	switch ret {
-	case C.HERMES_GZ_OUTPUT:
+	case C.HERMES_GZ_OUTPUT, C.HERMES_GZ_CP_FULL:
 		return nil
 	case C.HERMES_GZ_NEED_INPUT:
 		ix.endChunk()
@@ -192,14 +204,15 @@ func (ix *inflater) readChunk() (int, error) {
 // up to the end of the blob, as soci hashes them.
 func (ix *inflater) checkpoints() {
 	for ; ix.seen < int32(ix.g.count); ix.seen++ {
-		in := int64(C.hermes_gz_checkpoint_in(ix.g, C.int32_t(ix.seen)))
+		rec := ix.cps[C.HERMES_GZ_HEADER+int(ix.seen)*C.HERMES_GZ_RECORD:]
+		in := int64(binary.LittleEndian.Uint64(rec))
 		if ix.span != nil {
 			ix.hashTo(in)
 			ix.digests = append(ix.digests, digest.NewDigest(digest.SHA256, ix.span))
 		}
 		ix.span = sha256.New()
 		start := in
-		if C.hermes_gz_checkpoint_bits(ix.g, C.int32_t(ix.seen)) != 0 {
+		if rec[16] != 0 { // bits of the byte before the boundary
 			start--
 		}
 		// A checkpoint is found while its chunk inflates, so only the

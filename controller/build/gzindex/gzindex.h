@@ -3,8 +3,9 @@
 // compressed and uncompressed offsets, the pending bit count and the last
 // 32 KiB of output) at deflate block boundaries at least a span apart.
 //
-// The checkpoints are serialized in soci-snapshotter's zinfo v2 layout so
-// that zTOCs match soci's byte for byte:
+// The checkpoints are serialized, into memory the caller owns, in
+// soci-snapshotter's zinfo v2 layout so that zTOCs match soci's byte for
+// byte:
 //
 //	int32  LE  number of checkpoints
 //	int64  LE  span size
@@ -33,6 +34,7 @@ enum {
 	HERMES_GZ_NEED_INPUT = 1, // the chunk is used up: provide the next one
 	HERMES_GZ_OUTPUT = 2,     // out holds output to take before stepping on
 	HERMES_GZ_MEMBER_END = 3, // a gzip member ended with the chunk: more input starts a new member
+	HERMES_GZ_CP_FULL = 4,    // no room for another checkpoint record: step again with more
 };
 
 typedef struct {
@@ -42,10 +44,7 @@ typedef struct {
 	unsigned char in[HERMES_GZ_CHUNK];
 	unsigned char out[HERMES_GZ_OUT];
 	size_t out_len;
-	// Serialized checkpoints, header first (filled in by hermes_gz_finish).
-	unsigned char *blob;
-	size_t blob_len, blob_cap;
-	int32_t count;
+	int32_t count; // checkpoints recorded so far
 } hermes_gz;
 
 hermes_gz *hermes_gz_new(int64_t span);
@@ -54,14 +53,13 @@ void hermes_gz_free(hermes_gz *g);
 void hermes_gz_input(hermes_gz *g, unsigned n);
 // hermes_gz_next_member starts the next gzip member of a multi-member stream.
 int hermes_gz_next_member(hermes_gz *g);
-// hermes_gz_step inflates until the chunk is used up, a member ends, or the
-// output buffer is full; it returns one of the enum values above or a
-// negative zlib error. g->out_len is reset at every call.
-int hermes_gz_step(hermes_gz *g);
-// hermes_gz_checkpoint reads back checkpoint i's compressed offset and bits.
-int64_t hermes_gz_checkpoint_in(hermes_gz *g, int32_t i);
-int hermes_gz_checkpoint_bits(hermes_gz *g, int32_t i);
-// hermes_gz_finish writes the blob header; the blob is then complete.
-void hermes_gz_finish(hermes_gz *g);
+// hermes_gz_step inflates until the chunk is used up, a member ends, the
+// output buffer is full, or cp (room bytes, owned by the caller and not kept)
+// has no room for another checkpoint record; it returns one of the enum
+// values above or a negative zlib error. Records are written to cp and
+// *used is set to the bytes written; g->out_len is reset at every call.
+int hermes_gz_step(hermes_gz *g, unsigned char *cp, size_t room, size_t *used);
+// hermes_gz_header writes the header of the serialized checkpoints.
+void hermes_gz_header(hermes_gz *g, unsigned char *header);
 
 #endif

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 
@@ -24,7 +25,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var (
 		cacheHost, platformList, dockerConfig, pullSecret, optimizations string
 		tempDir, toolID, plainHTTP, progressMode, output                 string
-		minLayer, span                                                   int64
+		minLayer, span, memLimit                                         int64
 		concurrency                                                      int
 		stage                                                            bool
 	)
@@ -42,6 +43,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.String(&tempDir, "temp-dir", "HERMES_TEMP_DIR", "", "directory for staged layers (default $TMPDIR)")
 	fs.String(&toolID, "build-tool-identifier", "HERMES_BUILD_TOOL_IDENTIFIER", build.DefaultBuildToolIdentifier, "identifier written into zTOCs and the index")
 	fs.String(&plainHTTP, "plain-http", "HERMES_PLAIN_HTTP", "", "comma-separated registry hosts spoken to over plain HTTP (loopback hosts always are)")
+	fs.Size(&memLimit, "memory-limit", "HERMES_MEMORY_LIMIT", 192<<20, "soft limit of the Go heap: garbage is collected harder near it (0: none; GOMEMLIMIT wins if set)")
 	fs.String(&progressMode, "progress", "HERMES_PROGRESS", "auto", "progress display: auto, tty, plain or none")
 	fs.String(&output, "output", "HERMES_OUTPUT", "text", "result format: text or json")
 	fs.Usage = func() {
@@ -63,6 +65,11 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if minLayer == 0 {
 		minLayer = 1 // the library's zero means "default"; here 0 means every layer
+	}
+	if memLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		// A zTOC is serialized in memory (32 KiB per span plus the file
+		// list); the limit keeps the garbage of that from piling up.
+		debug.SetMemoryLimit(memLimit)
 	}
 	plats, all, err := build.ParsePlatforms(platformList)
 	if err != nil {

@@ -99,7 +99,11 @@ func scaled(n int64) int64 {
 func BenchmarkBuild(b *testing.B) {
 	out := os.Getenv("HERMES_BENCH_OUT")
 	if out == "" {
-		out = filepath.Join(repoRoot(b), ".bench")
+		root, err := harness.RepoRoot()
+		if err != nil {
+			b.Fatal(err)
+		}
+		out = filepath.Join(root, ".bench")
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		b.Fatal(err)
@@ -393,22 +397,4 @@ func write(b *testing.B, dir string, rep Report) {
 		b.Fatal(err)
 	}
 	b.Logf("\n%s", t.String())
-}
-
-// repoRoot is the checkout's root: the directory holding go.work.
-func repoRoot(b *testing.B) string {
-	d, err := os.Getwd()
-	if err != nil {
-		b.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
-			return d
-		}
-		parent := filepath.Dir(d)
-		if parent == d {
-			b.Fatal("no go.work above the benchmark")
-		}
-		d = parent
-	}
 }
