@@ -39,51 +39,24 @@ func help(usage, env string) string {
 
 // String declares a string setting.
 func (s *Set) String(p *string, name, env, def, usage string) {
-	if v, ok := s.env(env); ok {
-		def = v
-	}
-	s.StringVar(p, name, def, help(usage, env))
+	s.StringVar(p, name, fromEnv(s, env, def, func(v string) (string, error) { return v, nil }), help(usage, env))
 }
 
 // Int declares an int setting.
 func (s *Set) Int(p *int, name, env string, def int, usage string) {
-	if v, ok := s.env(env); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			s.errs = append(s.errs, fmt.Errorf("%s=%q: %w", env, v, err))
-		} else {
-			def = n
-		}
-	}
-	s.IntVar(p, name, def, help(usage, env))
+	s.IntVar(p, name, fromEnv(s, env, def, strconv.Atoi), help(usage, env))
 }
 
 // Bool declares a bool setting.
 func (s *Set) Bool(p *bool, name, env string, def bool, usage string) {
-	if v, ok := s.env(env); ok {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			s.errs = append(s.errs, fmt.Errorf("%s=%q: %w", env, v, err))
-		} else {
-			def = b
-		}
-	}
-	s.BoolVar(p, name, def, help(usage, env))
+	s.BoolVar(p, name, fromEnv(s, env, def, strconv.ParseBool), help(usage, env))
 }
 
 // Size declares a byte-size setting written as "4194304", "4MiB", "4M"
 // (binary) or "4MB" (decimal).
 func (s *Set) Size(p *int64, name, env string, def int64, usage string) {
-	if v, ok := s.env(env); ok {
-		n, err := ParseSize(v)
-		if err != nil {
-			s.errs = append(s.errs, fmt.Errorf("%s: %w", env, err))
-		} else {
-			def = n
-		}
-	}
-	*p = def
-	s.Func(name, help(usage, env)+fmt.Sprintf(" (default %s)", FormatSize(def)), func(v string) error {
+	*p = fromEnv(s, env, def, ParseSize)
+	s.Func(name, help(usage, env)+fmt.Sprintf(" (default %s)", FormatSize(*p)), func(v string) error {
 		n, err := ParseSize(v)
 		if err != nil {
 			return err
@@ -91,6 +64,21 @@ func (s *Set) Size(p *int64, name, env string, def int64, usage string) {
 		*p = n
 		return nil
 	})
+}
+
+// fromEnv returns env's value parsed, or def when env is unset; a value that
+// does not parse is reported by Parse.
+func fromEnv[T any](s *Set, env string, def T, parse func(string) (T, error)) T {
+	v, ok := s.env(env)
+	if !ok {
+		return def
+	}
+	t, err := parse(v)
+	if err != nil {
+		s.errs = append(s.errs, fmt.Errorf("%s=%q: %w", env, v, err))
+		return def
+	}
+	return t
 }
 
 // Parse parses args and reports environment errors too.

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/containerd/platforms"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/hermes-oci/hermes/controller/build"
 )
@@ -76,11 +77,7 @@ func (d *Display) redraw() {
 
 // Line formats one layer's state.
 func Line(p build.Progress) string {
-	short := p.Digest.Encoded()
-	if len(short) > 12 {
-		short = short[:12]
-	}
-	head := fmt.Sprintf("%s layer %d/%d %s %9s", platforms.Format(p.Platform), p.Layer+1, p.Layers, short, mb(p.Size))
+	head := fmt.Sprintf("%s layer %d/%d %s %9s", platforms.Format(p.Platform), p.Layer+1, p.Layers, short(p.Digest), mb(p.Size))
 	switch p.State {
 	case build.LayerFetching:
 		pct := 0.0
@@ -89,16 +86,18 @@ func Line(p build.Progress) string {
 		}
 		return fmt.Sprintf("%s  fetching %5.1f%% %s", head, pct, bar(pct))
 	case build.LayerBuilt:
-		z := p.Ztoc.Encoded()
-		if len(z) > 12 {
-			z = z[:12]
-		}
-		return fmt.Sprintf("%s  built    ztoc %s", head, z)
+		return fmt.Sprintf("%s  built    ztoc %s", head, short(p.Ztoc))
 	case build.LayerSkipped, build.LayerFailed:
 		return fmt.Sprintf("%s  %-8s %s", head, p.State, p.Reason)
 	default:
 		return fmt.Sprintf("%s  %s", head, p.State)
 	}
+}
+
+// short is the first 12 hex digits of a digest, as Docker shows them.
+func short(d digest.Digest) string {
+	_, hex, _ := strings.Cut(string(d), ":")
+	return hex[:min(len(hex), 12)]
 }
 
 func mb(n int64) string { return fmt.Sprintf("%.1fMB", float64(n)/1e6) }

@@ -97,17 +97,7 @@ func scaled(n int64) int64 {
 // on two workers (the physical limit). Every path runs as its own process
 // for its peak RSS. Results go to $HERMES_BENCH_OUT/build.{json,txt}.
 func BenchmarkBuild(b *testing.B) {
-	out := os.Getenv("HERMES_BENCH_OUT")
-	if out == "" {
-		root, err := harness.RepoRoot()
-		if err != nil {
-			b.Fatal(err)
-		}
-		out = filepath.Join(root, ".bench")
-	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		b.Fatal(err)
-	}
+	out := harness.BenchOut(b)
 	bins := buildBinaries(b)
 	origin := harness.StartRegistry(b, harness.RegistryOptions{})
 	rep := Report{When: time.Now().UTC(), CPUs: runtime.NumCPU(), Go: runtime.Version(), Images: map[string]Sizes{},
