@@ -2,12 +2,15 @@ package build
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -88,10 +91,16 @@ func (r *run) platform(ctx context.Context, t target) (*PlatformResult, error) {
 		report(i, Progress{State: LayerPending})
 	}
 
+	// Largest first: with fewer workers than layers, the big ones must not
+	// be left for last (longest-processing-time-first scheduling).
+	order := slices.Collect(maps.Keys(algos))
+	slices.SortFunc(order, func(a, b int) int {
+		return cmp.Or(cmp.Compare(manifest.Layers[b].Size, manifest.Layers[a].Size), cmp.Compare(a, b))
+	})
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.b.cfg.Concurrency)
-	for i, algo := range algos {
-		l := manifest.Layers[i]
+	for _, i := range order {
+		l, algo := manifest.Layers[i], algos[i]
 		g.Go(func() error {
 			if bl := r.lookup(l.Digest); bl != nil {
 				return nil // built for an earlier platform of this image
