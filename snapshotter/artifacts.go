@@ -64,19 +64,30 @@ func newestIndex(descs []ocispec.Descriptor) (ocispec.Descriptor, error) {
 // soci's own FetchSociArtifacts, so the local store looks exactly as if soci
 // had fetched them (GC labels included). refLocator must name repo
 // (host/repository), because soci resolves size-less descriptors through it.
-func copyIndex(ctx context.Context, refLocator string, desc ocispec.Descriptor, st store.Store, repo *remote.Repository) error {
+func copyIndex(ctx context.Context, refLocator string, desc ocispec.Descriptor, st store.Store, repo *remote.Repository) (Index, error) {
 	spec, err := reference.Parse(refLocator)
 	if err != nil {
-		return fmt.Errorf("index repository %q: %w", refLocator, err)
+		return Index{}, fmt.Errorf("index repository %q: %w", refLocator, err)
 	}
 	idx, err := socifs.FetchSociArtifacts(ctx, spec, desc, st, repo)
 	if err != nil {
-		return fmt.Errorf("copy SOCI index %s from %s: %w", desc.Digest, refLocator, err)
+		return Index{}, fmt.Errorf("copy SOCI index %s from %s: %w", desc.Digest, refLocator, err)
 	}
 	if len(idx.Blobs) == 0 {
-		return fmt.Errorf("%w: SOCI index %s in %s lists no zTOCs", ErrNoIndex, desc.Digest, refLocator)
+		return Index{}, fmt.Errorf("%w: SOCI index %s in %s lists no zTOCs", ErrNoIndex, desc.Digest, refLocator)
 	}
-	return nil
+	return Index{Digest: desc.Digest, Layers: IndexedLayers(idx)}, nil
+}
+
+// IndexedLayers returns the image layers a SOCI index has zTOCs for.
+func IndexedLayers(idx *soci.Index) map[digest.Digest]bool {
+	m := map[digest.Digest]bool{}
+	for _, b := range idx.Blobs {
+		if d, err := digest.Parse(b.Annotations[soci.IndexAnnotationImageLayerDigest]); err == nil {
+			m[d] = true
+		}
+	}
+	return m
 }
 
 // describe turns a lookup error into the short reason a log line needs:

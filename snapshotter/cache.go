@@ -12,7 +12,6 @@ import (
 
 	"github.com/awslabs/soci-snapshotter/soci/store"
 	"github.com/hermes-oci/hermes/registry/names"
-	"github.com/opencontainers/go-digest"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 )
@@ -100,14 +99,14 @@ func (c *CacheRegistry) Repository(imageRef string) (string, error) {
 }
 
 // Fetch implements Source.
-func (c *CacheRegistry) Fetch(ctx context.Context, img Image) (digest.Digest, error) {
+func (c *CacheRegistry) Fetch(ctx context.Context, img Image) (Index, error) {
 	locator, err := c.Repository(img.Ref)
 	if err != nil {
-		return "", err
+		return Index{}, err
 	}
 	repo, err := remote.NewRepository(locator)
 	if err != nil {
-		return "", fmt.Errorf("cache repository %q: %w", locator, err)
+		return Index{}, fmt.Errorf("cache repository %q: %w", locator, err)
 	}
 	repo.Client = c.client
 	repo.PlainHTTP = c.plainHTTP
@@ -116,12 +115,10 @@ func (c *CacheRegistry) Fetch(ctx context.Context, img Image) (digest.Digest, er
 	desc, err := findReferrer(lctx, repo, img.Manifest)
 	cancel()
 	if err != nil {
-		return "", describe(err, c.opts.Timeout, c.opts.Timeout)
+		return Index{}, describe(err, c.opts.Timeout, c.opts.Timeout)
 	}
 	fctx, cancel := context.WithTimeout(ctx, c.opts.FetchTimeout)
 	defer cancel()
-	if err := copyIndex(fctx, locator, desc, c.opts.Store, repo); err != nil {
-		return "", describe(err, c.opts.Timeout, c.opts.FetchTimeout)
-	}
-	return desc.Digest, nil
+	idx, err := copyIndex(fctx, locator, desc, c.opts.Store, repo)
+	return idx, describe(err, c.opts.Timeout, c.opts.FetchTimeout)
 }

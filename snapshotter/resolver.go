@@ -29,14 +29,22 @@ type Image struct {
 
 func (i Image) String() string { return i.Ref + "@" + i.Manifest.String() }
 
+// Index is a SOCI index copied into the local store.
+type Index struct {
+	Digest digest.Digest
+	// Layers are the image layers the index has a zTOC for; the others
+	// (smaller than the builder's minimum, say) are unpacked as usual.
+	Layers map[digest.Digest]bool
+}
+
 // Source is a place a SOCI index may live.
 type Source interface {
 	// Name says which source this is in logs and metrics ("cache", "upstream").
 	Name() string
-	// Fetch finds the SOCI index of img, copies it and its zTOCs into the
-	// local content store soci reads, and returns the index digest. It
-	// returns an error wrapping ErrNoIndex when the source has none.
-	Fetch(ctx context.Context, img Image) (digest.Digest, error)
+	// Fetch finds the SOCI index of img and copies it and its zTOCs into
+	// the local content store soci reads. It returns an error wrapping
+	// ErrNoIndex when the source has none.
+	Fetch(ctx context.Context, img Image) (Index, error)
 }
 
 // Outcome is how a resolution ended; the values label metrics.
@@ -55,9 +63,9 @@ const (
 
 // Resolution is the answer for one image manifest.
 type Resolution struct {
-	// Index is the SOCI index digest, already in the local store; empty when
-	// there is none and containerd should pull normally.
-	Index   digest.Digest
+	// Index is the SOCI index, already in the local store; zero when there
+	// is none and containerd should pull normally.
+	Index   Index
 	Outcome Outcome
 	// Source names the source that had the index.
 	Source string
@@ -67,8 +75,9 @@ type Resolution struct {
 	Took time.Duration
 }
 
-// Lazy reports whether the image can be mounted lazily.
-func (r Resolution) Lazy() bool { return r.Index != "" }
+// Lazy reports whether the image has an index, so that layers with a zTOC
+// can be mounted lazily.
+func (r Resolution) Lazy() bool { return r.Index.Digest != "" }
 
 // Observer is told about every lookup a Resolver makes (metrics).
 type Observer interface {
@@ -170,7 +179,7 @@ func (r *Resolver) lookup(ctx context.Context, img Image) Resolution {
 				outcome = OutcomeCacheHit
 			}
 			res := Resolution{Index: idx, Outcome: outcome, Source: src.Name(), Reason: strings.Join(reasons, "; "), Took: r.opts.Now().Sub(start)}
-			log.Info("SOCI index resolved: lazy pull", "source", src.Name(), "index", idx, "took", res.Took, "skipped", res.Reason)
+			log.Info("SOCI index resolved: lazy pull", "source", src.Name(), "index", idx.Digest, "zTOCs", len(idx.Layers), "took", res.Took, "skipped", res.Reason)
 			r.observe(res)
 			return res
 		}

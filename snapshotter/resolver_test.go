@@ -72,7 +72,7 @@ func TestResolverOrder(t *testing.T) {
 	inCache := sourcetest.NewArtifact(t, subC, 1)
 	f.cache.Publish(testRef, inCache)
 	f.upstream.Publish(testRef, sourcetest.NewArtifact(t, subC, 2))
-	if res := f.r.Resolve(ctx, imgC); res.Outcome != snapshotter.OutcomeCacheHit || res.Index != inCache.IndexDesc.Digest || res.Source != snapshotter.SourceCache {
+	if res := f.r.Resolve(ctx, imgC); res.Outcome != snapshotter.OutcomeCacheHit || res.Index.Digest != inCache.IndexDesc.Digest || res.Source != snapshotter.SourceCache {
 		t.Errorf("index in cache and upstream: got %+v, want the cache's", res)
 	}
 
@@ -80,7 +80,7 @@ func TestResolverOrder(t *testing.T) {
 	up := sourcetest.NewArtifact(t, subU, 1)
 	f.upstream.Publish(testRef, up)
 	res := f.r.Resolve(ctx, imgU)
-	if res.Outcome != snapshotter.OutcomeUpstream || res.Index != up.IndexDesc.Digest {
+	if res.Outcome != snapshotter.OutcomeUpstream || res.Index.Digest != up.IndexDesc.Digest {
 		t.Errorf("index only upstream: got %+v", res)
 	}
 	if !strings.Contains(res.Reason, "cache:") {
@@ -102,7 +102,7 @@ func TestResolverOrder(t *testing.T) {
 	imgF, subF := image("cache-down-upstream-has")
 	upF := sourcetest.NewArtifact(t, subF, 1)
 	f.upstream.Publish(testRef, upF)
-	if res := f.r.Resolve(ctx, imgF); res.Outcome != snapshotter.OutcomeUpstream || res.Index != upF.IndexDesc.Digest {
+	if res := f.r.Resolve(ctx, imgF); res.Outcome != snapshotter.OutcomeUpstream || res.Index.Digest != upF.IndexDesc.Digest {
 		t.Errorf("cache failing, index upstream: got %+v", res)
 	}
 	want := []snapshotter.Outcome{snapshotter.OutcomeCacheHit, snapshotter.OutcomeUpstream, snapshotter.OutcomeNone, snapshotter.OutcomeError, snapshotter.OutcomeUpstream}
@@ -145,7 +145,7 @@ func TestResolverRemembers(t *testing.T) {
 	// Positive answers stay, even when the source goes away.
 	f.cache.FailWith(errors.New("down"))
 	f.clock.Add(24 * time.Hour)
-	if res := f.r.Resolve(ctx, img); !res.Lazy() || res.Index != a.IndexDesc.Digest {
+	if res := f.r.Resolve(ctx, img); !res.Lazy() || res.Index.Digest != a.IndexDesc.Digest {
 		t.Fatalf("positive answer lost: %+v", res)
 	}
 	if n := f.cache.Calls.Load(); n != 2 {
@@ -184,7 +184,7 @@ func TestResolverOneLookupInFlight(t *testing.T) {
 	wg.Wait()
 	close(results)
 	for res := range results {
-		if res.Index != a.IndexDesc.Digest {
+		if res.Index.Digest != a.IndexDesc.Digest {
 			t.Errorf("got %+v", res)
 		}
 	}

@@ -69,11 +69,18 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 		log.V(1).Info("no SOCI index: local unpack", "image", ref, "why", res.Reason)
 		return s.local(ctx, key, parent, opts)
 	}
+	// A layer without a zTOC (below the builder's minimum size) is unpacked
+	// by containerd like any other; soci's own path for it would download
+	// the layer itself and read the manifest from containerd's content store.
+	if layer, err := digest.Parse(labels[ctdsnapshotters.TargetLayerDigestLabel]); err == nil && len(res.Index.Layers) > 0 && !res.Index.Layers[layer] {
+		log.V(1).Info("layer has no zTOC in the SOCI index: local unpack", "image", ref)
+		return s.local(ctx, key, parent, opts)
+	}
 	if s.prepared != nil {
 		s.prepared.Prepared(true)
 	}
 	return s.Snapshotter.Prepare(ctx, key, parent, append(opts, snapshots.WithLabels(map[string]string{
-		source.TargetSociIndexDigestLabel: res.Index.String(),
+		source.TargetSociIndexDigestLabel: res.Index.Digest.String(),
 	}))...)
 }
 

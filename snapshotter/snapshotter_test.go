@@ -10,6 +10,7 @@ import (
 	ctdsnapshotters "github.com/containerd/containerd/v2/pkg/snapshotters"
 	"github.com/hermes-oci/hermes/snapshotter"
 	"github.com/hermes-oci/hermes/snapshotter/sourcetest"
+	"github.com/opencontainers/go-digest"
 )
 
 // labelSpy stands in for soci's snapshotter and keeps the labels each
@@ -33,12 +34,12 @@ func (s *labelSpy) Prepare(ctx context.Context, key, parent string, opts ...snap
 
 func (s *labelSpy) Cleanup(context.Context) error { s.cleaned++; return nil }
 
-func unpackLabels(ref, manifest string) map[string]string {
+func unpackLabels(ref, manifest, layer string) map[string]string {
 	return map[string]string{
 		snapshots.LabelSnapshotRef:                "chain",
 		ctdsnapshotters.TargetRefLabel:            ref,
 		ctdsnapshotters.TargetManifestDigestLabel: manifest,
-		ctdsnapshotters.TargetLayerDigestLabel:    "sha256:layer",
+		ctdsnapshotters.TargetLayerDigestLabel:    layer,
 	}
 }
 
@@ -60,13 +61,14 @@ func TestSnapshotterPrepare(t *testing.T) {
 		wantIndex string
 		wantRef   bool
 	}{
-		{"indexed image", unpackLabels(testRef, imgLazy.Manifest.String()), a.IndexDesc.Digest.String(), true},
-		{"no index", unpackLabels(testRef, imgNone.Manifest.String()), "", false},
+		{"indexed layer", unpackLabels(testRef, imgLazy.Manifest.String(), a.Layers[0].String()), a.IndexDesc.Digest.String(), true},
+		{"layer without a zTOC", unpackLabels(testRef, imgLazy.Manifest.String(), digest.FromString("small").String()), "", false},
+		{"no index", unpackLabels(testRef, imgNone.Manifest.String(), a.Layers[0].String()), "", false},
 		{"no image labels (transfer service)", map[string]string{snapshots.LabelSnapshotRef: "chain"}, "", false},
-		{"bad manifest digest", unpackLabels(testRef, "sha256:nope"), "", false},
+		{"bad manifest digest", unpackLabels(testRef, "sha256:nope", a.Layers[0].String()), "", false},
 		{"container layer", map[string]string{"containerd.io/gc.root": "x"}, "", false},
 		{"puller's own index", func() map[string]string {
-			l := unpackLabels(testRef, imgNone.Manifest.String())
+			l := unpackLabels(testRef, imgNone.Manifest.String(), a.Layers[0].String())
 			l[source.TargetSociIndexDigestLabel] = "sha256:mine"
 			return l
 		}(), "sha256:mine", true},

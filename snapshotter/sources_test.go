@@ -215,8 +215,8 @@ func TestUpstreamSOCIv2Annotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != a.IndexDesc.Digest {
-		t.Fatalf("index %s, want %s", got, a.IndexDesc.Digest)
+	if got.Digest != a.IndexDesc.Digest {
+		t.Fatalf("index %s, want %s", got.Digest, a.IndexDesc.Digest)
 	}
 }
 

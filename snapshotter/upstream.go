@@ -71,18 +71,18 @@ func NewUpstream(o UpstreamOptions) (*Upstream, error) {
 func (u *Upstream) Name() string { return SourceUpstream }
 
 // Fetch implements Source.
-func (u *Upstream) Fetch(ctx context.Context, img Image) (digest.Digest, error) {
+func (u *Upstream) Fetch(ctx context.Context, img Image) (Index, error) {
 	spec, err := reference.Parse(img.Ref)
 	if err != nil {
-		return "", fmt.Errorf("image reference %q: %w", img.Ref, err)
+		return Index{}, fmt.Errorf("image reference %q: %w", img.Ref, err)
 	}
 	repo, locator, err := u.repository(spec)
 	if err != nil {
-		return "", err
+		return Index{}, err
 	}
 	scope, err := docker.RepositoryScope(spec, false)
 	if err != nil {
-		return "", err
+		return Index{}, err
 	}
 	ctx = docker.WithScope(ctx, scope)
 
@@ -90,14 +90,12 @@ func (u *Upstream) Fetch(ctx context.Context, img Image) (digest.Digest, error) 
 	desc, err := u.find(lctx, repo, img.Manifest)
 	cancel()
 	if err != nil {
-		return "", describe(err, u.opts.Timeout, u.opts.Timeout)
+		return Index{}, describe(err, u.opts.Timeout, u.opts.Timeout)
 	}
 	fctx, cancel := context.WithTimeout(ctx, u.opts.FetchTimeout)
 	defer cancel()
-	if err := copyIndex(fctx, locator, desc, u.opts.Store, repo); err != nil {
-		return "", describe(err, u.opts.Timeout, u.opts.FetchTimeout)
-	}
-	return desc.Digest, nil
+	idx, err := copyIndex(fctx, locator, desc, u.opts.Store, repo)
+	return idx, describe(err, u.opts.Timeout, u.opts.FetchTimeout)
 }
 
 func (u *Upstream) find(ctx context.Context, repo *remote.Repository, manifest digest.Digest) (ocispec.Descriptor, error) {

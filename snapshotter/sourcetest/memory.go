@@ -91,11 +91,11 @@ func (m *Memory) Hold() (release func()) {
 }
 
 // Fetch implements snapshotter.Source.
-func (m *Memory) Fetch(ctx context.Context, img snapshotter.Image) (digest.Digest, error) {
+func (m *Memory) Fetch(ctx context.Context, img snapshotter.Image) (snapshotter.Index, error) {
 	m.Calls.Add(1)
 	k, err := key(img.Ref, img.Manifest)
 	if err != nil {
-		return "", err
+		return snapshotter.Index{}, err
 	}
 	m.mu.Lock()
 	gate, ferr := m.gate, m.err
@@ -105,26 +105,30 @@ func (m *Memory) Fetch(ctx context.Context, img snapshotter.Image) (digest.Diges
 		select {
 		case <-gate:
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return snapshotter.Index{}, ctx.Err()
 		}
 	}
 	if ferr != nil {
-		return "", ferr
+		return snapshotter.Index{}, ferr
 	}
 	if !ok {
-		return "", fmt.Errorf("%w for %s", snapshotter.ErrNoIndex, img)
+		return snapshotter.Index{}, fmt.Errorf("%w for %s", snapshotter.ErrNoIndex, img)
+	}
+	var idx soci.Index
+	if err := soci.UnmarshalIndex(a.Index, &idx); err != nil {
+		return snapshotter.Index{}, err
 	}
 	// The index first, then its zTOCs, as soci's fetcher does; the store
 	// verifies each digest.
 	if err := push(ctx, m.Store, a.IndexDesc, a.Index); err != nil {
-		return "", err
+		return snapshotter.Index{}, err
 	}
-	for _, d := range sortedBlobs(a) {
+	for _, d := range idx.Blobs {
 		if err := push(ctx, m.Store, d, a.Blobs[d.Digest]); err != nil {
-			return "", fmt.Errorf("zTOC %s: %w", d.Digest, err)
+			return snapshotter.Index{}, fmt.Errorf("zTOC %s: %w", d.Digest, err)
 		}
 	}
-	return a.IndexDesc.Digest, nil
+	return snapshotter.Index{Digest: a.IndexDesc.Digest, Layers: snapshotter.IndexedLayers(&idx)}, nil
 }
 
 func push(ctx context.Context, st store.Store, d ocispec.Descriptor, b []byte) error {
@@ -136,16 +140,6 @@ func push(ctx context.Context, st store.Store, d ocispec.Descriptor, b []byte) e
 		return err
 	}
 	return nil
-}
-
-// sortedBlobs returns the zTOC descriptors in the order the index lists
-// them.
-func sortedBlobs(a Artifact) []ocispec.Descriptor {
-	var idx soci.Index
-	if err := soci.UnmarshalIndex(a.Index, &idx); err != nil {
-		return nil
-	}
-	return idx.Blobs
 }
 
 func key(ref string, manifest digest.Digest) (string, error) {

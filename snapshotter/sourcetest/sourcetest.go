@@ -24,6 +24,7 @@ import (
 // them disagree with the digest to model a corrupted zTOC.
 type Artifact struct {
 	Subject   ocispec.Descriptor
+	Layers    []digest.Digest // the image layers the zTOCs are for
 	Index     []byte
 	IndexDesc ocispec.Descriptor
 	Blobs     map[digest.Digest][]byte
@@ -40,8 +41,10 @@ func NewArtifact(t testing.TB, subject ocispec.Descriptor, n int) Artifact {
 		if _, err := rand.Read(b); err != nil {
 			t.Fatal(err)
 		}
+		layer := digest.FromString(fmt.Sprint(subject.Digest, "layer", i))
+		a.Layers = append(a.Layers, layer)
 		d := ocispec.Descriptor{MediaType: soci.SociLayerMediaType, Digest: digest.FromBytes(b), Size: int64(len(b)),
-			Annotations: map[string]string{soci.IndexAnnotationImageLayerDigest: digest.FromString(fmt.Sprint("layer", i)).String()}}
+			Annotations: map[string]string{soci.IndexAnnotationImageLayerDigest: layer.String()}}
 		descs = append(descs, d)
 		a.Blobs[d.Digest] = b
 	}
@@ -96,8 +99,16 @@ func Run(t *testing.T, newTarget func(t *testing.T) Target) {
 			if err != nil {
 				t.Fatalf("Fetch #%d: %v", i+1, err)
 			}
-			if got != a.IndexDesc.Digest {
-				t.Fatalf("Fetch #%d: index %s, want %s", i+1, got, a.IndexDesc.Digest)
+			if got.Digest != a.IndexDesc.Digest {
+				t.Fatalf("Fetch #%d: index %s, want %s", i+1, got.Digest, a.IndexDesc.Digest)
+			}
+			if len(got.Layers) != len(a.Layers) {
+				t.Fatalf("Fetch #%d: %d indexed layers, want %d", i+1, len(got.Layers), len(a.Layers))
+			}
+			for _, l := range a.Layers {
+				if !got.Layers[l] {
+					t.Fatalf("Fetch #%d: layer %s not reported as indexed", i+1, l)
+				}
 			}
 		}
 		expectStored(t, tg.Store, a.IndexDesc.Digest, a.Index)

@@ -130,13 +130,19 @@ func pushImage(t *testing.T, n *node, name string, spec imagegen.Spec) image {
 // registry with Hermes' builder and returns what it built.
 func buildIndex(t *testing.T, cacheHost string, im image) build.PlatformResult {
 	t.Helper()
+	return buildIndexWith(t, cacheHost, im, build.Settings{MinLayerSize: 1})
+}
+
+// buildIndexWith is buildIndex with the builder's settings.
+func buildIndexWith(t *testing.T, cacheHost string, im image, settings build.Settings) build.PlatformResult {
+	t.Helper()
 	b, err := build.New(build.Config{CacheHost: cacheHost, TempDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	res, err := b.Build(ctx, build.Request{Image: im.ref, Settings: build.Settings{MinLayerSize: 1}})
+	res, err := b.Build(ctx, build.Request{Image: im.ref, Settings: settings})
 	if err != nil {
 		t.Fatalf("build index of %s: %v", im.ref, err)
 	}

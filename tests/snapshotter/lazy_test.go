@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hermes-oci/hermes/controller/build"
 	"github.com/hermes-oci/hermes/tools/imagegen"
 	"github.com/opencontainers/go-digest"
 )
@@ -85,6 +86,37 @@ func TestLazyPull(t *testing.T) {
 		}
 		if v := metric(t, n.sn, `hermes_snapshotter_origin_blob_bytes_total{kind="range"}`); v <= 0 {
 			t.Errorf("no lazily fetched bytes counted")
+		}
+	})
+
+	// With the builder's default minimum layer size the small layers get no
+	// zTOC: containerd unpacks them, the others are mounted lazily.
+	t.Run("LayersWithoutZtoc", func(t *testing.T) {
+		spec := lazySpec(63)
+		spec.Layers[1].Size = 12 << 20 // above the 10 MiB default; busybox and the small files are below
+		im := pushImage(t, n, "lazy-partial", spec)
+		p := buildIndexWith(t, n.cache.Host, im, build.Settings{})
+		indexed := indexedLayers(p)
+		if len(indexed) != 1 {
+			t.Fatalf("index covers %d layers, want 1", len(indexed))
+		}
+		before := len(fuseMounts(t, n.sn.Root))
+		from := len(n.origin.Output())
+		img, took := pull(t, n, im.ref, snName)
+		t.Logf("pull took %s", took)
+		if m := fuseMounts(t, n.sn.Root); len(m)-before != 1 {
+			t.Errorf("%d new FUSE mounts, want 1", len(m)-before)
+		}
+		args, want := sumCommand(t, im, append([]string{"data/hello.txt", "data/small.bin"}, largestFiles(im, "data/random/", 1)...)...)
+		if out := run(t, n, img, snName, "lazy-partial", args...); out != want {
+			t.Fatalf("container printed\n%s\nwant\n%s", out, want)
+		}
+		reqs := accessLog(n.origin, from)
+		for _, d := range layerDigests(t, im) {
+			_, _, _, whole := blobBytes(reqs, d)
+			if indexed[d] && whole > 0 || !indexed[d] && whole != 1 && !mounted[d] {
+				t.Errorf("layer %s (zTOC %v): %d whole downloads", d, indexed[d], whole)
+			}
 		}
 	})
 

@@ -19,7 +19,9 @@
 //
 // Settings (environment): HERMES_BENCH_BANDWIDTH, HERMES_BENCH_REPS (default
 // 3), HERMES_BENCH_LAZY_SCALE (image size factor, default 1; 0.05 gives a
-// quick run whose numbers mean little), HERMES_BENCH_LAZY_IMAGES ("R,C").
+// quick run whose numbers mean little), HERMES_BENCH_LAZY_IMAGES ("R,C"),
+// HERMES_BENCH_LAZY_MODES ("overlayfs,hermes,soci"; limit comes with
+// overlayfs).
 // Results: $HERMES_BENCH_OUT/lazy.json and lazy.txt (default <repo>/.bench).
 package lazy
 
@@ -57,6 +59,7 @@ type run struct {
 	Mode        string  `json:"mode"`
 	Rep         int     `json:"rep"`
 	ReadySec    float64 `json:"ready_seconds"`
+	PullSec     float64 `json:"pull_seconds"`
 	OriginBytes int64   `json:"origin_bytes"`
 }
 
@@ -129,14 +132,14 @@ func BenchmarkLazyStart(b *testing.B) {
 		mu.Lock()
 		defer mu.Unlock()
 		runs = append(runs, r)
-		b.Logf("%s %-9s rep %d: ready in %6.2fs, %s from the origin", r.Image, r.Mode, r.Rep, r.ReadySec, human(r.OriginBytes))
+		b.Logf("%s %-9s rep %d: ready in %6.2fs (pull %.2fs), %s from the origin", r.Image, r.Mode, r.Rep, r.ReadySec, r.PullSec, human(r.OriginBytes))
 	}
 	for _, im := range images {
 		for rep := 1; rep <= reps; rep++ {
-			for _, mode := range []string{"overlayfs", "hermes", "soci"} {
+			for _, mode := range strings.Split(env("HERMES_BENCH_LAZY_MODES", "overlayfs,hermes,soci"), ",") {
 				b.Run(fmt.Sprintf("%s/%s/%d", im.name, mode, rep), func(b *testing.B) {
-					ready, bytes, warm := start(b, origin, cache, im, mode)
-					record(run{Image: im.name, Mode: mode, Rep: rep, ReadySec: ready.Seconds(), OriginBytes: bytes})
+					ready, pulled, bytes, warm := start(b, origin, cache, im, mode)
+					record(run{Image: im.name, Mode: mode, Rep: rep, ReadySec: ready.Seconds(), PullSec: pulled.Seconds(), OriginBytes: bytes})
 					if warm > 0 {
 						limit := warm + time.Duration(float64(im.readBytes)*8/bps*float64(time.Second))
 						record(run{Image: im.name, Mode: "limit", Rep: rep, ReadySec: limit.Seconds(), OriginBytes: im.readBytes})
@@ -201,24 +204,33 @@ func prepare(b *testing.B, origin *harness.Registry, cache *harness.HermesRegist
 	return im
 }
 
-// workload picks files spread over the whole tree, every k-th path in
-// order, until they hold about 2% of the image's compressed size.
+// workload picks what a starting application reads: for each data layer, a
+// run of consecutive files (in path order, which is their order in the
+// layer) from the middle of the layer, until the runs hold about 2% of the
+// image's compressed size. Consecutive files share spans, as the files of
+// a package or a library directory do.
 func workload(tree map[string]imagegen.FileInfo, imageSize int64) ([]string, int64) {
-	var paths []string
+	byRoot := map[string][]string{}
 	for p, fi := range tree {
-		if fi.Type == '0' && fi.Size > 0 && !strings.HasPrefix(p, "bin/") {
-			paths = append(paths, p)
+		root, _, _ := strings.Cut(p, "/")
+		if fi.Type == '0' && fi.Size > 0 && (strings.HasPrefix(root, "random-") || strings.HasPrefix(root, "tree-")) {
+			byRoot[root] = append(byRoot[root], p)
 		}
 	}
-	sort.Strings(paths)
-	target := imageSize / 50
-	step := max(len(paths)/200, 1)
+	roots := make([]string, 0, len(byRoot))
+	for r := range byRoot {
+		roots = append(roots, r)
+		sort.Strings(byRoot[r])
+	}
+	sort.Strings(roots)
 	var files []string
 	var total int64
-	for off := 0; off < step && total < target; off++ {
-		for i := off; i < len(paths) && total < target; i += step {
-			files = append(files, paths[i])
-			total += tree[paths[i]].Size
+	for i, r := range roots {
+		target := imageSize / 50 * int64(i+1) / int64(len(roots)) // this layer's share
+		paths := byRoot[r]
+		for j := len(paths) / 2; j < len(paths) && total < target; j++ {
+			files = append(files, paths[j])
+			total += tree[paths[j]].Size
 		}
 	}
 	return files, total
@@ -227,7 +239,7 @@ func workload(tree map[string]imagegen.FileInfo, imageSize int64) ([]string, int
 // start measures one cold start in a fresh containerd (and snapshotter):
 // from the pull's start to the ready line. For overlayfs it also measures a
 // warm start of the same image afterwards.
-func start(b *testing.B, origin *harness.Registry, cache *harness.HermesRegistry, im *benchImage, mode string) (ready time.Duration, originBytes int64, warm time.Duration) {
+func start(b *testing.B, origin *harness.Registry, cache *harness.HermesRegistry, im *benchImage, mode string) (ready, pulled time.Duration, originBytes int64, warm time.Duration) {
 	b.Helper()
 	hostsDir := filepath.Join(harness.TempDir(b, "hosts"), "certs.d")
 	harness.WriteHostsFile(b, hostsDir, origin.Host, origin.URL)
@@ -258,6 +270,7 @@ func start(b *testing.B, origin *harness.Registry, cache *harness.HermesRegistry
 	if err != nil {
 		b.Fatalf("pull %s (%s): %v", im.ref, mode, err)
 	}
+	pulled = time.Since(t0)
 	runToReady(b, ctx, client, img, sn, "cold", im.files)
 	ready = time.Since(t0)
 	originBytes = servedBytes(origin.Output()[from:])
@@ -267,7 +280,7 @@ func start(b *testing.B, origin *harness.Registry, cache *harness.HermesRegistry
 		runToReady(b, ctx, client, img, sn, "warm", im.files)
 		warm = time.Since(t0)
 	}
-	return ready, originBytes, warm
+	return ready, pulled, originBytes, warm
 }
 
 // runToReady starts a container that reads files and prints READY, and
