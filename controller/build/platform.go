@@ -97,6 +97,7 @@ func (r *run) platform(ctx context.Context, t target) (*PlatformResult, error) {
 	slices.SortFunc(order, func(a, b int) int {
 		return cmp.Or(cmp.Compare(manifest.Layers[b].Size, manifest.Layers[a].Size), cmp.Compare(a, b))
 	})
+	reported := make([]bool, len(manifest.Layers)) // "built" already reported; distinct i per goroutine
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.b.cfg.Concurrency)
 	for _, i := range order {
@@ -113,6 +114,8 @@ func (r *run) platform(ctx context.Context, t target) (*PlatformResult, error) {
 			r.mu.Lock()
 			r.built[l.Digest] = bl
 			r.mu.Unlock()
+			report(i, Progress{State: LayerBuilt, Done: l.Size, Ztoc: bl.ztoc.Digest})
+			reported[i] = true
 			return nil
 		})
 	}
@@ -129,7 +132,9 @@ func (r *run) platform(ctx context.Context, t target) (*PlatformResult, error) {
 		bl := r.lookup(l.Digest)
 		desc := r.ztocDescriptor(l, bl)
 		pr.Layers[i].State, pr.Layers[i].Ztoc = LayerBuilt, &desc
-		report(i, Progress{State: LayerBuilt, Done: l.Size, Ztoc: bl.ztoc.Digest})
+		if !reported[i] { // a repeated layer, or one built for another platform
+			report(i, Progress{State: LayerBuilt, Done: l.Size, Ztoc: bl.ztoc.Digest})
+		}
 		blobs = append(blobs, desc)
 		files = append(files, bl)
 	}

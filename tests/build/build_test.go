@@ -1,6 +1,7 @@
 package build_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -16,7 +17,10 @@ import (
 	"github.com/containerd/platforms"
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -483,5 +487,60 @@ func TestCacheAuth(t *testing.T) {
 	}
 	if res.Platforms[0].Index == nil {
 		t.Fatal("no index pushed")
+	}
+}
+
+// TestLayerKinds indexes an image with a Docker uncompressed tar layer, a
+// zstd layer and a blob that is no layer at all: the tar is indexed (its
+// zTOC lists its entries), the other two are skipped with their reasons.
+func TestLayerKinds(t *testing.T) {
+	origin := harness.StartRegistry(t, harness.RegistryOptions{})
+	cache := startCache(t)
+	base := mustImage(t, imagegen.Spec{Layers: []imagegen.Layer{{Kind: imagegen.Random, Size: 1 << 20, Seed: 61}}})
+	var tarball bytes.Buffer
+	tw := tar.NewWriter(&tarball)
+	for i := 0; i < 20; i++ {
+		body := bytes.Repeat([]byte{byte(i)}, 10000*i)
+		tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("docker/f%d", i), Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg})
+		tw.Write(body)
+	}
+	tw.WriteHeader(&tar.Header{Name: "docker/link", Typeflag: tar.TypeSymlink, Linkname: "f1"})
+	tw.Close()
+	dockerTar := static.NewLayer(tarball.Bytes(), types.DockerUncompressedLayer)
+	img, err := mutate.Append(base,
+		mutate.Addendum{Layer: dockerTar},
+		mutate.Addendum{Layer: static.NewLayer(bytes.Repeat([]byte("zstd?"), 1000), types.OCILayerZStd)},
+		mutate.Addendum{Layer: static.NewLayer([]byte(`{"not":"a layer"}`), "application/vnd.example.data.v1+json")},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := origin.Host + "/test/kinds:v1"
+	push(t, ref, img)
+
+	b, _ := newBuilder(t, cache)
+	res, err := b.Build(context.Background(), build.Request{Image: ref, Settings: build.Settings{MinLayerSize: 1}})
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	ls := res.Platforms[0].Layers
+	if len(ls) != 4 {
+		t.Fatalf("%d layers", len(ls))
+	}
+	for i, want := range []struct {
+		state  build.LayerState
+		reason string
+	}{{build.LayerBuilt, ""}, {build.LayerBuilt, ""}, {build.LayerSkipped, "zstd"}, {build.LayerSkipped, "not a layer"}} {
+		if ls[i].State != want.state || !strings.Contains(ls[i].Reason, want.reason) {
+			t.Errorf("layer %d (%s): %s %q; want %s %q", i, ls[i].MediaType, ls[i].State, ls[i].Reason, want.state, want.reason)
+		}
+	}
+	named, _ := names.ParseReference(ref)
+	z, err := ztoc.Unmarshal(bytes.NewReader(fetchBlob(t, cacheRepo(t, cache, names.Repository(named)), *ls[1].Ztoc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ztocListing(z), tarListing(t, dockerTar); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("Docker tar layer: zTOC %v, tar %v", got, want)
 	}
 }
