@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -22,4 +23,21 @@ func BenchOut(tb testing.TB) string {
 		tb.Fatal(err)
 	}
 	return out
+}
+
+// WriteBench writes a benchmark's results as <name>.json (v, indented) and
+// <name>.txt (the readable table) into BenchOut, and logs the table.
+func WriteBench(tb testing.TB, name string, v any, table string) {
+	tb.Helper()
+	out := BenchOut(tb)
+	j, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for file, data := range map[string][]byte{name + ".json": append(j, '\n'), name + ".txt": []byte(table)} {
+		if err := os.WriteFile(filepath.Join(out, file), data, 0o644); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	tb.Logf("results in %s/%s.{json,txt}\n%s", out, name, table)
 }

@@ -97,7 +97,7 @@ func scaled(n int64) int64 {
 // on two workers (the physical limit). Every path runs as its own process
 // for its peak RSS. Results go to $HERMES_BENCH_OUT/build.{json,txt}.
 func BenchmarkBuild(b *testing.B) {
-	out := harness.BenchOut(b)
+	harness.BenchOut(b) // fail before the long run if results cannot be written
 	bins := buildBinaries(b)
 	origin := harness.StartRegistry(b, harness.RegistryOptions{})
 	rep := Report{When: time.Now().UTC(), CPUs: runtime.NumCPU(), Go: runtime.Version(), Images: map[string]Sizes{},
@@ -185,7 +185,7 @@ func BenchmarkBuild(b *testing.B) {
 			rep.Phases = append(rep.Phases, phases(b, im.name, blobs[0])...)
 		}
 	}
-	write(b, out, rep)
+	write(b, rep)
 }
 
 // binaries are the programs the benchmark runs.
@@ -356,14 +356,7 @@ func cpu(self bool) float64 {
 	return float64(r.Utime.Nano()+r.Stime.Nano()) / 1e9
 }
 
-func write(b *testing.B, dir string, rep Report) {
-	j, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "build.json"), j, 0o644); err != nil {
-		b.Fatal(err)
-	}
+func write(b *testing.B, rep Report) {
 	var t strings.Builder
 	fmt.Fprintf(&t, "SOCI index build, %s, %d CPUs, %s (loopback origin, network included)\n", rep.When.Format(time.RFC3339), rep.CPUs, rep.Go)
 	for _, im := range images {
@@ -383,8 +376,5 @@ func write(b *testing.B, dir string, rep Report) {
 		fmt.Fprintf(&t, "%-5s %s %-44s %6.2f cpu-s %8.1f MB/cpu-s\n", p.Image, p.Layer, p.Pass, p.CPUSeconds, p.MBps)
 	}
 	fmt.Fprintf(&t, "\ngoals: R %s, C %s, peak RSS %s\n", rep.Goals["R"], rep.Goals["C"], rep.Goals["peak RSS"])
-	if err := os.WriteFile(filepath.Join(dir, "build.txt"), []byte(t.String()), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	b.Logf("\n%s", t.String())
+	harness.WriteBench(b, "build", rep, t.String())
 }

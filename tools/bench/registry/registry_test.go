@@ -24,7 +24,6 @@ package registry
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -274,21 +273,6 @@ func BenchmarkRegistry(b *testing.B) {
 }
 
 func writeResults(b *testing.B, results []result) {
-	out := os.Getenv("HERMES_BENCH_OUT")
-	if out == "" {
-		root, err := harness.RepoRoot()
-		if err != nil {
-			b.Fatal(err)
-		}
-		out = filepath.Join(root, ".bench")
-	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	j, err := json.MarshalIndent(map[string]any{"benchmark": "registry", "time": time.Now().UTC(), "results": results}, "", "  ")
-	if err != nil {
-		b.Fatal(err)
-	}
 	var t strings.Builder
 	fmt.Fprintf(&t, "Hermes cache registry: lookups with %d concurrent clients on loopback (%s per case)\n\n", results[0].Clients, time.Duration(results[0].Seconds*float64(time.Second)).Round(time.Second))
 	fmt.Fprintf(&t, "%-47s %-29s %-17s %8s %7s %7s %7s %7s %6s\n", "case", "server", "load", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors")
@@ -302,10 +286,5 @@ func writeResults(b *testing.B, results []result) {
 	}
 	fmt.Fprintf(&t, "\ngoal: >= %.0f referrers lookups/s at p99 <= %.0f ms: %s (sustains %.0f/s; at %.0f/s p99 %.2f ms)\n",
 		goalRate, goalP99, verdict, sustained.PerSecond, paced.PerSecond, paced.P99Millis)
-	for name, data := range map[string][]byte{"registry.json": append(j, '\n'), "registry.txt": []byte(t.String())} {
-		if err := os.WriteFile(filepath.Join(out, name), data, 0o644); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.Logf("\n%s", t.String())
+	harness.WriteBench(b, "registry", map[string]any{"benchmark": "registry", "time": time.Now().UTC(), "results": results}, t.String())
 }
