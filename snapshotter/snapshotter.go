@@ -69,13 +69,11 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 		log.V(1).Info("no SOCI index: local unpack", "image", ref, "why", res.Reason)
 		return s.local(ctx, key, parent, opts)
 	}
-	// A layer without a zTOC (below the builder's minimum size) is unpacked
-	// by containerd like any other; soci's own path for it would download
-	// the layer itself and read the manifest from containerd's content store.
-	if layer, err := digest.Parse(labels[ctdsnapshotters.TargetLayerDigestLabel]); err == nil && len(res.Index.Layers) > 0 && !res.Index.Layers[layer] {
-		log.V(1).Info("layer has no zTOC in the SOCI index: local unpack", "image", ref)
-		return s.local(ctx, key, parent, opts)
-	}
+	// Every layer of an indexed image goes to soci, also those without a
+	// zTOC (below the builder's minimum size): soci downloads and unpacks
+	// those itself. Handing one back to containerd would make containerd's
+	// unpacker start whole downloads of all the layers above it, which
+	// compete with the lazy reads until the pull ends.
 	if s.prepared != nil {
 		s.prepared.Prepared(true)
 	}

@@ -18,8 +18,12 @@ type SnapshotterOptions struct {
 	// HostsDir is containerd's hosts.toml directory, shared with containerd
 	// so layer reads go where containerd's would.
 	HostsDir string
-	// ContainerdSocket is containerd's socket, for soci's content store
-	// setting (soci dials it if its content store type is "containerd").
+	// ContainerdSocket is containerd's socket. soci reads image manifests
+	// from containerd's content store when it unpacks a layer that has no
+	// zTOC, and stalls 10 s when it cannot reach it. Empty: Dir's
+	// containerd.sock, which LinkContainerd points at containerd's socket
+	// once containerd runs (soci dials lazily), so the snapshotter can start
+	// first and stop last.
 	ContainerdSocket string
 	// Config is more TOML appended to the generated file: soci sections, or
 	// extra [hermes] keys as "hermes.key = value" lines (dotted keys, so
@@ -75,9 +79,11 @@ func StartHermesSnapshotter(t testing.TB, opts SnapshotterOptions) *HermesSnapsh
 		}
 	}
 	b.WriteString("\n")
-	if opts.ContainerdSocket != "" {
-		fmt.Fprintf(&b, "[content_store]\ncontainerd_address = %q\n\n", opts.ContainerdSocket)
+	ctrdSock := opts.ContainerdSocket
+	if ctrdSock == "" {
+		ctrdSock = filepath.Join(dir, "containerd.sock")
 	}
+	fmt.Fprintf(&b, "[content_store]\ncontainerd_address = %q\n\n", ctrdSock)
 	for _, l := range strings.Split(opts.Config, "\n") {
 		if !strings.HasPrefix(strings.TrimSpace(l), "hermes.") {
 			b.WriteString(l + "\n")
@@ -102,4 +108,15 @@ func StartHermesSnapshotter(t testing.TB, opts SnapshotterOptions) *HermesSnapsh
 		return HTTPReady(s.MetricsURL + "/healthz")()
 	})
 	return s
+}
+
+// LinkContainerd points the snapshotter's containerd socket (see
+// SnapshotterOptions.ContainerdSocket) at containerd's socket.
+func (s *HermesSnapshotter) LinkContainerd(t testing.TB, socket string) {
+	t.Helper()
+	link := filepath.Join(s.Dir, "containerd.sock")
+	_ = os.Remove(link)
+	if err := os.Symlink(socket, link); err != nil {
+		t.Fatal(err)
+	}
 }

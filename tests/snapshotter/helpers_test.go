@@ -72,15 +72,14 @@ func startNode(t *testing.T, o nodeOptions) *node {
 	if cacheURL == "" && n.cache != nil {
 		cacheURL = n.cache.URL
 	}
-	// containerd's socket is not known before it starts; soci only dials it
-	// for its "containerd" content store, which these tests do not use.
-	n.snOpts = harness.SnapshotterOptions{CacheURL: cacheURL, HostsDir: hostsDir, ContainerdSocket: "/nonexistent/containerd.sock", Config: o.config}
+	n.snOpts = harness.SnapshotterOptions{CacheURL: cacheURL, HostsDir: hostsDir, Config: o.config}
 	n.sn = harness.StartHermesSnapshotter(t, n.snOpts)
 	n.ctrd = harness.StartContainerd(t, harness.ContainerdOptions{
 		ProxySnapshotters: map[string]string{snName: n.sn.Socket},
 		HostsDir:          hostsDir,
 		ProxyAnnotations:  true,
 	})
+	n.sn.LinkContainerd(t, n.ctrd.Socket)
 	return n
 }
 

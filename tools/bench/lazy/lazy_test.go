@@ -245,19 +245,23 @@ func start(b *testing.B, origin *harness.Registry, cache *harness.HermesRegistry
 	harness.WriteHostsFile(b, hostsDir, origin.Host, origin.URL)
 	opts := harness.ContainerdOptions{HostsDir: hostsDir}
 	sn := "overlayfs"
+	var s *harness.HermesSnapshotter
 	if mode != "overlayfs" {
-		so := harness.SnapshotterOptions{HostsDir: hostsDir, ContainerdSocket: "/nonexistent/containerd.sock", LogLevel: "info"}
+		so := harness.SnapshotterOptions{HostsDir: hostsDir, LogLevel: "info"}
 		switch mode {
 		case "hermes":
 			so.CacheURL = cache.URL
 		case "soci":
 			so.Config = "hermes.upstream_discovery = true"
 		}
-		s := harness.StartHermesSnapshotter(b, so)
+		s = harness.StartHermesSnapshotter(b, so)
 		sn = "hermes"
 		opts.ProxySnapshotters = map[string]string{sn: s.Socket}
 	}
 	ctrd := harness.StartContainerd(b, opts)
+	if s != nil {
+		s.LinkContainerd(b, ctrd.Socket)
+	}
 	client := ctrd.Client(b)
 	ctx, cancel := context.WithTimeout(ctrd.Context(b), 30*time.Minute)
 	defer cancel()
