@@ -21,7 +21,7 @@
 // 3), HERMES_BENCH_LAZY_SCALE (image size factor, default 1; 0.05 gives a
 // quick run whose numbers mean little), HERMES_BENCH_LAZY_IMAGES ("R,C"),
 // HERMES_BENCH_LAZY_MODES ("overlayfs,hermes,soci"; limit comes with
-// overlayfs).
+// overlayfs), HERMES_BENCH_SPAN_SIZE (bytes; default the builder's).
 // Results: $HERMES_BENCH_OUT/lazy.json and lazy.txt (default <repo>/.bench).
 package lazy
 
@@ -185,7 +185,8 @@ func prepare(b *testing.B, origin *harness.Registry, cache *harness.HermesRegist
 	}
 	// Scaled-down images keep the full-size ratio of layer to min size.
 	minLayer := max(int64(float64(build.DefaultMinLayerSize)*min(scale, 1)), 1)
-	res, err := bld.Build(ctx, build.Request{Image: im.ref, Settings: build.Settings{MinLayerSize: minLayer}})
+	span, _ := strconv.ParseInt(env("HERMES_BENCH_SPAN_SIZE", "0"), 10, 64) // 0: the builder's default
+	res, err := bld.Build(ctx, build.Request{Image: im.ref, Settings: build.Settings{MinLayerSize: minLayer, SpanSize: span}})
 	if err != nil {
 		b.Fatal(err)
 	}
