@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"github.com/hermes-oci/hermes/tests/harness"
 	"io"
 	"os"
 	"path/filepath"
@@ -412,10 +413,7 @@ func TestPresetShapes(t *testing.T) {
 func requireBusybox(t *testing.T) string {
 	t.Helper()
 	if _, err := os.Stat(BusyboxPath); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s missing (Debian busybox-static; `make deps`)", BusyboxPath)
-		}
-		t.Skipf("%s missing (Debian busybox-static; `make deps`)", BusyboxPath)
+		harness.Missing(t, "%s missing (Debian busybox-static)", BusyboxPath)
 	}
 	return BusyboxPath
 }
