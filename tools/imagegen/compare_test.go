@@ -2,12 +2,13 @@ package imagegen
 
 import (
 	"archive/tar"
-	"github.com/hermes-oci/hermes/tests/harness"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/hermes-oci/hermes/tests/harness"
 )
 
 // TestCompareDir builds a directory by hand that matches a small image, then
