@@ -38,7 +38,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"source", "result"}),
 		Prepares: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hermes_snapshotter_layer_prepares_total",
-			Help: "Layer unpack Prepares, by mode: lazy (FUSE, from the SOCI index) or local (containerd unpacks).",
+			Help: "Layer unpack Prepares, by mode: lazy (FUSE mount from a zTOC), soci_unpack (indexed image, layer without a zTOC, unpacked by soci) or local (no index, containerd unpacks).",
 		}, []string{"mode"}),
 		OriginBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hermes_snapshotter_origin_blob_bytes_total",
@@ -48,8 +48,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, o := range []Outcome{OutcomeCacheHit, OutcomeUpstream, OutcomeNone, OutcomeError} {
 		m.Resolutions.WithLabelValues(string(o))
 	}
-	m.Prepares.WithLabelValues("lazy")
-	m.Prepares.WithLabelValues("local")
+	for _, mode := range []string{PrepareLazy, PrepareSociUnpack, PrepareLocal} {
+		m.Prepares.WithLabelValues(mode)
+	}
 	m.OriginBytes.WithLabelValues("range")
 	m.OriginBytes.WithLabelValues("full")
 	reg.MustRegister(m.Resolutions, m.LookupSeconds, m.Prepares, m.OriginBytes)
@@ -72,13 +73,7 @@ func (m *Metrics) SourceDone(source string, err error, took time.Duration) {
 }
 
 // Prepared implements PrepareObserver.
-func (m *Metrics) Prepared(lazy bool) {
-	mode := "local"
-	if lazy {
-		mode = "lazy"
-	}
-	m.Prepares.WithLabelValues(mode).Inc()
-}
+func (m *Metrics) Prepared(mode string) { m.Prepares.WithLabelValues(mode).Inc() }
 
 // CountBlobBytes wraps a registry transport so that the bytes of every blob
 // response read through it count in OriginBytes.

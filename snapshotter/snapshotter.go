@@ -24,9 +24,20 @@ var (
 	_ snapshots.Cleaner     = (*Snapshotter)(nil)
 )
 
+// How an unpack Prepare was handed to soci, for PrepareObserver.
+const (
+	// PrepareLazy: the layer has a zTOC and is mounted over FUSE.
+	PrepareLazy = "lazy"
+	// PrepareSociUnpack: the image is indexed but this layer has no zTOC
+	// (below the builder's minimum size); soci downloads and unpacks it.
+	PrepareSociUnpack = "soci_unpack"
+	// PrepareLocal: no index; containerd downloads and unpacks the layer.
+	PrepareLocal = "local"
+)
+
 // PrepareObserver is told how each unpack Prepare was handed to soci.
 type PrepareObserver interface {
-	Prepared(lazy bool)
+	Prepared(mode string)
 }
 
 // New wraps soci's snapshotter. obs may be nil.
@@ -75,7 +86,11 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 	// unpacker start whole downloads of all the layers above it, which
 	// compete with the lazy reads until the pull ends.
 	if s.prepared != nil {
-		s.prepared.Prepared(true)
+		mode := PrepareLazy
+		if layer, err := digest.Parse(labels[ctdsnapshotters.TargetLayerDigestLabel]); err == nil && !res.Index.Layers[layer] {
+			mode = PrepareSociUnpack
+		}
+		s.prepared.Prepared(mode)
 	}
 	return s.Snapshotter.Prepare(ctx, key, parent, append(opts, snapshots.WithLabels(map[string]string{
 		source.TargetSociIndexDigestLabel: res.Index.Digest.String(),
@@ -87,7 +102,7 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 // remembering a failure for the image), and containerd unpacks the layer.
 func (s *Snapshotter) local(ctx context.Context, key, parent string, opts []snapshots.Opt) ([]mount.Mount, error) {
 	if s.prepared != nil {
-		s.prepared.Prepared(false)
+		s.prepared.Prepared(PrepareLocal)
 	}
 	return s.Snapshotter.Prepare(ctx, key, parent, append(opts, func(info *snapshots.Info) error {
 		delete(info.Labels, snapshots.LabelSnapshotRef)

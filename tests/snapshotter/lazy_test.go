@@ -111,12 +111,17 @@ func TestLazyPull(t *testing.T) {
 		if out := run(t, n, img, snName, "lazy-partial", args...); out != want {
 			t.Fatalf("container printed\n%s\nwant\n%s", out, want)
 		}
+		// soci downloads the layers without a zTOC once each; containerd
+		// starts no whole download of the indexed one.
 		reqs := accessLog(n.origin, from)
 		for _, d := range layerDigests(t, im) {
 			_, _, _, whole := blobBytes(reqs, d)
 			if indexed[d] && whole > 0 || !indexed[d] && whole != 1 && !mounted[d] {
 				t.Errorf("layer %s (zTOC %v): %d whole downloads", d, indexed[d], whole)
 			}
+		}
+		if v := metric(t, n.sn, `hermes_snapshotter_layer_prepares_total{mode="soci_unpack"}`); v != 1 {
+			t.Errorf("soci_unpack prepares = %v, want 1 (the small-files layer)", v)
 		}
 	})
 
