@@ -53,7 +53,7 @@ func ShapeLoopbackPort(port int, rate string) error {
 		}
 	}
 	class := fmt.Sprintf("1:%x", port)
-	if err := tc("class", "add", "dev", "lo", "parent", "1:", "classid", class, "htb", "rate", rate, "ceil", rate); err != nil {
+	if err := tc("class", "add", "dev", "lo", "parent", "1:", "classid", class, "htb", "rate", rate, "ceil", rate, "quantum", "65536"); err != nil {
 		return err
 	}
 	return tc("filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", fmt.Sprint(port),
