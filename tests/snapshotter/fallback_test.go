@@ -1,11 +1,7 @@
 package snapshotter_test
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,10 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/awslabs/soci-snapshotter/soci"
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/hermes-oci/hermes/registry/names"
 	"github.com/hermes-oci/hermes/tests/harness"
@@ -208,58 +201,6 @@ func TestNoIndex(t *testing.T) {
 	}
 }
 
-// copyIndex copies a SOCI index and its blobs from repository src to dst
-// (both host/name). dst gets the index next to the image it indexes, as
-// `soci push` leaves it; oras writes the referrers tag schema when dst has
-// no Referrers API.
-func copyIndex(t *testing.T, src, dst string, desc ocispec.Descriptor) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	from, err := remote.NewRepository(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	to, err := remote.NewRepository(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	from.PlainHTTP, to.PlainHTTP = true, true
-	rc, err := from.Manifests().Fetch(ctx, desc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m ocispec.Manifest
-	if err := json.Unmarshal(body, &m); err != nil {
-		t.Fatal(err)
-	}
-	if m.ArtifactType != soci.SociIndexArtifactTypeV1 && m.Config.MediaType != soci.SociIndexArtifactTypeV1 {
-		t.Fatalf("%s is not a SOCI v1 index", desc.Digest)
-	}
-	for _, b := range append([]ocispec.Descriptor{m.Config}, m.Layers...) {
-		rc, err := from.Blobs().Fetch(ctx, b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := to.Blobs().Push(ctx, b, bytes.NewReader(data)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := to.Manifests().Push(ctx, desc, bytes.NewReader(body)); err != nil {
-		t.Fatalf("push index to %s: %v", dst, err)
-	}
-}
-
 // TestUpstreamDiscovery: the index exists only next to the image at its
 // registry (as `soci push` leaves it) and the cache has none; with upstream
 // discovery on, the image still starts lazily.
@@ -272,7 +213,7 @@ func TestUpstreamDiscovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	copyIndex(t, scratch.Host+"/"+names.Repository(named), strings.TrimSuffix(im.ref, ":v1"), *p.Index)
+	harness.CopyArtifact(t, scratch.Host+"/"+names.Repository(named), strings.TrimSuffix(im.ref, ":v1"), *p.Index)
 
 	img, _ := pull(t, n, im.ref, snName)
 	if m := fuseMounts(t, n.sn.Root); len(m) != len(indexedLayers(p)) {

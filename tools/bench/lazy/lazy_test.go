@@ -30,7 +30,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -45,8 +44,6 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	ctdsnapshotters "github.com/containerd/containerd/v2/pkg/snapshotters"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/hermes-oci/hermes/controller/build"
 	"github.com/hermes-oci/hermes/registry/names"
@@ -201,7 +198,7 @@ func prepare(b *testing.B, origin *harness.Registry, cache *harness.HermesRegist
 	}
 	b.Logf("index of %s built in %s: %s of zTOCs", kind, time.Since(t0).Round(time.Second), human(im.ztocBytes))
 	named, _ := names.ParseReference(im.ref)
-	copyIndex(b, cache.Host+"/"+names.Repository(named), strings.TrimSuffix(im.ref, ":1"), *p.Index)
+	harness.CopyArtifact(b, cache.Host+"/"+names.Repository(named), strings.TrimSuffix(im.ref, ":1"), *p.Index)
 	return im
 }
 
@@ -338,44 +335,6 @@ func servedBytes(log string) int64 {
 		n += v
 	}
 	return n
-}
-
-// copyIndex copies a SOCI index and its blobs from repository src to dst
-// (host/name), where oras writes the referrers tag schema for it.
-func copyIndex(b *testing.B, src, dst string, desc ocispec.Descriptor) {
-	b.Helper()
-	ctx := context.Background()
-	from, _ := remote.NewRepository(src)
-	to, _ := remote.NewRepository(dst)
-	from.PlainHTTP, to.PlainHTTP = true, true
-	body := fetch(b, ctx, from.Manifests(), desc)
-	var m ocispec.Manifest
-	if err := json.Unmarshal(body, &m); err != nil {
-		b.Fatal(err)
-	}
-	for _, d := range append([]ocispec.Descriptor{m.Config}, m.Layers...) {
-		if err := to.Blobs().Push(ctx, d, bytes.NewReader(fetch(b, ctx, from.Blobs(), d))); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := to.Manifests().Push(ctx, desc, bytes.NewReader(body)); err != nil {
-		b.Fatal(err)
-	}
-}
-
-func fetch(b *testing.B, ctx context.Context, s interface {
-	Fetch(context.Context, ocispec.Descriptor) (io.ReadCloser, error)
-}, d ocispec.Descriptor) []byte {
-	rc, err := s.Fetch(ctx, d)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rc.Close()
-	body, err := io.ReadAll(rc)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return body
 }
 
 func median(xs []float64) float64 {
