@@ -28,7 +28,6 @@ package lazy
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -395,25 +394,7 @@ func report(b *testing.B, images []*benchImage, runs []run, bandwidth string) {
 			fmt.Fprintf(&txt, "  %s: hermes/soci = %.2f (goal <= 1)\n", im.name, h.MedianSec/s.MedianSec)
 		}
 	}
-	out := env("HERMES_BENCH_OUT", "")
-	if out == "" {
-		root, err := harness.RepoRoot()
-		if err != nil {
-			b.Fatal(err)
-		}
-		out = filepath.Join(root, ".bench")
-	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	j, _ := json.MarshalIndent(map[string]any{"bandwidth": bandwidth, "runs": runs, "summary": sums}, "", "  ")
-	if err := os.WriteFile(filepath.Join(out, "lazy.json"), j, 0o644); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(out, "lazy.txt"), []byte(txt.String()), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	b.Log("\n" + txt.String())
+	harness.WriteBench(b, "lazy", map[string]any{"bandwidth": bandwidth, "runs": runs, "summary": sums}, txt.String())
 }
 
 func bitsPerSecond(rate string) (float64, error) {
