@@ -45,5 +45,11 @@ bench: deps ## benchmarks: results as JSON and a table in .bench/
 	cd tools && go test -run '^$$' -bench . -benchtime 1x -timeout 120m ./bench/...
 	@cat $(HERMES_BENCH_OUT)/*.txt 2>/dev/null || true
 
+demo: deps ## the slice on one machine: origin behind a shaped link, hermes-registry, containerd + hermes-snapshotter, overlayfs vs lazy (root; DEMO_BANDWIDTH, DEMO_LAYERS, DEMO_NO_WAIT=1)
+	@tools/demo/demo.sh up
+
+demo-down: ## stop everything `make demo` started (processes, mounts, tc rules)
+	@tools/demo/demo.sh down
+
 clean: ## remove build outputs (not the component cache)
 	rm -rf $(BIN) $(HERMES_BENCH_OUT)

@@ -10,8 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -132,7 +134,8 @@ func Start(t testing.TB, name, dir string, bin string, args []string, env ...str
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	onStarterThread(func() { err = cmd.Start() })
+	if err != nil {
 		f.Close()
 		t.Fatalf("start %s: %v", name, err)
 	}
@@ -145,6 +148,30 @@ func Start(t testing.TB, name, dir string, bin string, args []string, env ...str
 		}
 	})
 	return p
+}
+
+// Pdeathsig fires when the OS thread that forked the child exits, not the
+// process; Go retires threads that a goroutine left locked (containerd's
+// snapshotter suite does), which would kill components at random. Every
+// child is therefore forked from one thread that is locked and never exits,
+// so children still die with the test process, and only then.
+var (
+	starterOnce sync.Once
+	starter     = make(chan func())
+)
+
+func onStarterThread(f func()) {
+	starterOnce.Do(func() {
+		go func() {
+			runtime.LockOSThread() // never unlocked: this thread lives as long as the process
+			for fn := range starter {
+				fn()
+			}
+		}()
+	})
+	done := make(chan struct{})
+	starter <- func() { f(); close(done) }
+	<-done
 }
 
 // PID is the process ID.
