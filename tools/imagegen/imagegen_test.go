@@ -423,7 +423,7 @@ func requireBusybox(t *testing.T) string {
 // stays flat: content is produced while it is written, never buffered.
 func TestHugeFileStreams(t *testing.T) {
 	if testing.Short() {
-		t.Skip("generates 3 GiB")
+		t.Skip("generates 3 GiB: skipped with -short")
 	}
 	const size = 3 << 30
 	l := Layer{Kind: Files, Uncompressed: true, Entries: []Entry{{Name: "huge", Size: size, Fill: FillSparse, Seed: 1}}}
