@@ -114,3 +114,24 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	b.c.Add(float64(n))
 	return n, err
 }
+
+// MetadataStore is what WatchMetadata reports on: how many file-tree
+// entries of mounted layers are held in memory, and the most that may be.
+type MetadataStore interface {
+	Entries() int64
+	Budget() int64
+}
+
+// WatchMetadata registers gauges of the in-memory file trees with reg.
+func (m *Metrics) WatchMetadata(reg prometheus.Registerer, s MetadataStore) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "hermes_snapshotter_metadata_memory_entries",
+			Help: "File-tree entries of lazily mounted layers held in memory.",
+		}, func() float64 { return float64(s.Entries()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "hermes_snapshotter_metadata_memory_budget_entries",
+			Help: "The most file-tree entries held in memory ([hermes] memory_metadata_entries); further layers' trees are kept on disk.",
+		}, func() float64 { return float64(s.Budget()) }),
+	)
+}

@@ -75,10 +75,11 @@ func Run(ctx context.Context, o Options) error {
 	hosts := registryHosts(ctx, cfg.Hermes.HostsDir, creds, cfg.Soci.FSConfig.RetryableHTTPClientConfig,
 		time.Duration(cfg.Soci.ResolverConfig.AuthClientTTLSec)*time.Second, metrics.CountBlobBytes)
 
-	soci, st, err := newSoci(ctx, o.Root, cfg.Soci, hosts)
+	soci, st, err := newSoci(ctx, o.Root, cfg.Soci, cfg.Hermes.MemoryMetadataEntries, hosts)
 	if err != nil {
 		return err
 	}
+	metrics.WatchMetadata(reg, soci.meta)
 	closeSoci := func() {
 		if err := soci.Close(); err != nil {
 			log.Error(err, "closing soci")

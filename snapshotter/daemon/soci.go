@@ -20,13 +20,16 @@ import (
 	"github.com/containerd/containerd/v2/plugins/snapshots/overlay/overlayutils"
 	"github.com/go-logr/logr"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/hermes-oci/hermes/snapshotter/memmeta"
 )
 
 // sociSnapshotter is soci's snapshotter with what it owns besides: the
 // filesystem metadata database, closed after it.
 type sociSnapshotter struct {
 	snapshots.Snapshotter
-	db *bolt.DB
+	db   *bolt.DB
+	meta *memmeta.Store // layers' file trees
 }
 
 // Cleanup forwards soci's snapshots.Cleaner.
@@ -52,7 +55,11 @@ func (s *sociSnapshotter) Close() error {
 // filesystem or snapshotter cannot start (a failed restore after a restart,
 // say). The layout under root is soci's: snapshotter/ (snapshots and their
 // metadata), soci/ (FUSE state), content/ (the "soci" content store).
-func newSoci(ctx context.Context, root string, cfg *config.Config, hosts source.RegistryHosts) (*sociSnapshotter, store.Store, error) {
+//
+// Layers' file trees are kept in memory up to memEntries entries, then in
+// soci's metadata store.
+func newSoci(ctx context.Context, root string, cfg *config.Config, memEntries int64, hosts source.RegistryHosts) (*sociSnapshotter, store.Store, error) {
+	log := logr.FromContextOrDiscard(ctx)
 	snRoot, fsRoot := filepath.Join(root, "snapshotter"), filepath.Join(root, "soci")
 	for _, d := range []string{snRoot, fsRoot} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -62,6 +69,11 @@ func newSoci(ctx context.Context, root string, cfg *config.Config, hosts source.
 	md, db, err := metadataStore(root, cfg)
 	if err != nil {
 		return nil, nil, err
+	}
+	meta := memmeta.New(memEntries, md)
+	meta.OnFallback = func(layer, used, budget int64) {
+		log.Info("layer file tree kept on disk: the in-memory budget is spent; mounts of large layers are slower",
+			"layerEntries", layer, "inMemory", used, "budget", budget, "setting", "[hermes] memory_metadata_entries")
 	}
 	fail := func(err error) (*sociSnapshotter, store.Store, error) {
 		if db != nil {
@@ -73,14 +85,14 @@ func newSoci(ctx context.Context, root string, cfg *config.Config, hosts source.
 	opq := layer.OverlayOpaqueTrusted
 	userxattr, err := overlayutils.NeedsUserXAttr(snRoot)
 	if err != nil {
-		logr.FromContextOrDiscard(ctx).Error(err, "cannot tell whether overlayfs needs userxattr; assuming not")
+		log.Error(err, "cannot tell whether overlayfs needs userxattr; assuming not")
 	}
 	if userxattr {
 		opq = layer.OverlayOpaqueUser
 	}
 	fsOpts := []socifs.Option{
 		socifs.WithGetSources(source.FromDefaultLabels(hosts)),
-		socifs.WithMetadataStore(md),
+		socifs.WithMetadataStore(meta.NewReader),
 		socifs.WithOverlayOpaqueType(opq),
 		socifs.WithPullModes(cfg.PullModes),
 		socifs.WithResolverConfig(cfg.ResolverConfig),
@@ -119,7 +131,7 @@ func newSoci(ctx context.Context, root string, cfg *config.Config, hosts source.
 		sn.Close()
 		return fail(fmt.Errorf("soci content store: %w", err))
 	}
-	return &sociSnapshotter{Snapshotter: sn, db: db}, st, nil
+	return &sociSnapshotter{Snapshotter: sn, db: db, meta: meta}, st, nil
 }
 
 // metadataStore opens the store soci keeps each lazily mounted layer's file
