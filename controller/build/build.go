@@ -54,6 +54,9 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if b.cfg.StageLayers {
+		settings.AlignFilesFrom = -1 // soci's builder places checkpoints every span only
+	}
 	named, err := names.ParseReference(req.Image)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)

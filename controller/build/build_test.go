@@ -57,11 +57,18 @@ func TestSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.MinLayerSize != DefaultMinLayerSize || s.SpanSize != DefaultSpanSize || s.BuildToolIdentifier != DefaultBuildToolIdentifier {
+	if s.MinLayerSize != DefaultMinLayerSize || s.SpanSize != DefaultSpanSize || s.BuildToolIdentifier != DefaultBuildToolIdentifier ||
+		s.AlignFilesFrom != DefaultAlignFilesFrom {
 		t.Fatalf("defaults: %+v", s)
 	}
-	if got := s.annotation(); got != "min-layer-size=10485760,span-size=4194304,optimizations=" {
+	if got := s.annotation(); got != "min-layer-size=10485760,span-size=4194304,align-files-from=1048576,optimizations=" {
 		t.Errorf("annotation %q", got)
+	}
+	if s, _ := (Settings{SpanSize: 1 << 20}).withDefaults(); s.AlignFilesFrom != 256<<10 {
+		t.Errorf("span 1 MiB: files aligned from %d, want a quarter span", s.AlignFilesFrom)
+	}
+	if s, _ := (Settings{AlignFilesFrom: -5}).withDefaults(); s.AlignFilesFrom != -1 || strings.Contains(s.annotation(), "align") {
+		t.Errorf("alignment off: %d, annotation %q", s.AlignFilesFrom, s.annotation())
 	}
 	s.XAttrOptimization = true
 	if got := s.annotation(); !strings.HasSuffix(got, "optimizations=xattr") {

@@ -39,7 +39,9 @@ func (r *run) streamLayer(ctx context.Context, l ocispec.Descriptor, report func
 	}
 	defer rc.Close()
 	report(Progress{State: LayerFetching})
-	z, err := gzindex.Build(vr, r.settings.SpanSize, r.settings.BuildToolIdentifier)
+	z, err := gzindex.BuildWith(vr, gzindex.Options{
+		SpanSize: r.settings.SpanSize, BuildToolIdentifier: r.settings.BuildToolIdentifier, AlignFilesFrom: max(r.settings.AlignFilesFrom, 0),
+	})
 	if errors.Is(err, gzindex.ErrFormat) {
 		// Damaged in transit or damaged at the origin? The digest says.
 		if _, cerr := io.Copy(io.Discard, vr); cerr != nil {

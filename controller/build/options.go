@@ -19,6 +19,10 @@ import (
 const (
 	DefaultMinLayerSize = 10 << 20 // 10 MiB
 	DefaultSpanSize     = 4 << 20  // 4 MiB
+	// DefaultAlignFilesFrom: files from a quarter span up start a span of
+	// their own; reading one whole then fetches about the file, not up to
+	// a span before and after it, for one more checkpoint (32 KiB of zTOC).
+	DefaultAlignFilesFrom = DefaultSpanSize / 4
 	// DefaultBuildToolIdentifier is written into every zTOC and the index.
 	DefaultBuildToolIdentifier = "Hermes SOCI builder v1"
 )
@@ -47,9 +51,10 @@ type Config struct {
 	UserAgent string
 	// StageLayers stages every layer in a temp file and builds its zTOC
 	// with soci's file-based builder, as `soci create` does, instead of
-	// indexing gzip layers in one pass while they stream. The zTOCs are the
-	// same; staging is slower and needs temp disk. For comparison and as an
-	// escape hatch.
+	// indexing gzip layers in one pass while they stream. soci's builder
+	// does not align files (Settings.AlignFilesFrom is treated as off); the
+	// zTOCs are otherwise the same. Staging is slower and needs temp disk.
+	// For comparison and as an escape hatch.
 	StageLayers bool
 }
 
@@ -64,6 +69,13 @@ type Settings struct {
 	// SpanSize is the uncompressed distance between checkpoints; 0 means
 	// DefaultSpanSize.
 	SpanSize int64
+	// AlignFilesFrom: in gzip layers, a regular file of at least this many
+	// bytes begins a span of its own (at the deflate block boundary before
+	// its data), so a container that reads it whole fetches little more
+	// than the file. 0 means DefaultAlignFilesFrom (SpanSize/4 when
+	// SpanSize is set); negative turns alignment off, and the zTOCs are
+	// then byte-identical to soci's.
+	AlignFilesFrom int64
 	// XAttrOptimization marks zTOCs of layers without extended attributes or
 	// opaque directories so the snapshotter skips xattr lookups for them
 	// (soci's "xattr" optimization).
@@ -81,6 +93,12 @@ func (s Settings) withDefaults() (Settings, error) {
 	}
 	if s.SpanSize == 0 {
 		s.SpanSize = DefaultSpanSize
+	}
+	if s.AlignFilesFrom == 0 {
+		s.AlignFilesFrom = s.SpanSize / 4
+	}
+	if s.AlignFilesFrom < 0 {
+		s.AlignFilesFrom = -1
 	}
 	if s.BuildToolIdentifier == "" {
 		s.BuildToolIdentifier = DefaultBuildToolIdentifier
@@ -104,9 +122,12 @@ func (s Settings) annotation() string {
 		opts = append(opts, "xattr")
 	}
 	sort.Strings(opts)
-	return "min-layer-size=" + strconv.FormatInt(s.MinLayerSize, 10) +
-		",span-size=" + strconv.FormatInt(s.SpanSize, 10) +
-		",optimizations=" + strings.Join(opts, "+")
+	a := "min-layer-size=" + strconv.FormatInt(s.MinLayerSize, 10) +
+		",span-size=" + strconv.FormatInt(s.SpanSize, 10)
+	if s.AlignFilesFrom > 0 {
+		a += ",align-files-from=" + strconv.FormatInt(s.AlignFilesFrom, 10)
+	}
+	return a + ",optimizations=" + strings.Join(opts, "+")
 }
 
 // Request is one build: an image and the platforms to index.

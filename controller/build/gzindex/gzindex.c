@@ -9,7 +9,7 @@ static void put_le(unsigned char *p, uint64_t v, int n) {
 	}
 }
 
-hermes_gz *hermes_gz_new(int64_t span) {
+hermes_gz *hermes_gz_new(int64_t span, int align) {
 	hermes_gz *g = calloc(1, sizeof(*g));
 	if (g == NULL) {
 		return NULL;
@@ -20,6 +20,11 @@ hermes_gz *hermes_gz_new(int64_t span) {
 		return NULL;
 	}
 	g->span = span;
+	g->align = align;
+	// Without alignment inflate fills the 32 KiB window exactly as soci's
+	// builder does: where inflate() returns, and so which boundaries it
+	// reports, depends on it, and zTOCs must match soci's byte for byte.
+	g->ring_size = align ? HERMES_GZ_RING : HERMES_GZ_WINDOW;
 	return g;
 }
 
@@ -40,17 +45,20 @@ int hermes_gz_next_member(hermes_gz *g) {
 	return inflateReset2(&g->strm, 15 + 32);
 }
 
-// record writes a checkpoint for the current position to r. The window is
-// circular: the oldest bytes are those after the write position.
-static void record(hermes_gz *g, unsigned char *r) {
-	unsigned left = g->strm.avail_out;
-	put_le(r, (uint64_t)g->totin, 8);
-	put_le(r + 8, (uint64_t)g->totout, 8);
-	r[16] = (unsigned char)(g->strm.data_type & 7);
+// record writes a checkpoint at a boundary to r: its offsets, bits and the
+// 32 KiB of output before it, read from the ring.
+static void record(hermes_gz *g, unsigned char *r, int64_t in, int64_t out, unsigned char bits) {
+	put_le(r, (uint64_t)in, 8);
+	put_le(r + 8, (uint64_t)out, 8);
+	r[16] = bits;
 	unsigned char *w = r + 17;
-	memcpy(w, g->window + HERMES_GZ_WINDOW - left, left);
-	memcpy(w + left, g->window, HERMES_GZ_WINDOW - left);
+	size_t ring = g->ring_size;
+	size_t from = (size_t)((out - HERMES_GZ_WINDOW) % (int64_t)ring + (int64_t)ring) % ring;
+	size_t first = ring - from < HERMES_GZ_WINDOW ? ring - from : HERMES_GZ_WINDOW;
+	memcpy(w, g->window + from, first);
+	memcpy(w + first, g->window, HERMES_GZ_WINDOW - first);
 	g->count++;
+	g->last = out;
 }
 
 int hermes_gz_step(hermes_gz *g, unsigned char *cp, size_t room, size_t *used) {
@@ -68,7 +76,7 @@ int hermes_gz_step(hermes_gz *g, unsigned char *cp, size_t room, size_t *used) {
 		}
 		if (s->avail_out == 0) {
 			s->next_out = g->window;
-			s->avail_out = HERMES_GZ_WINDOW;
+			s->avail_out = (unsigned)g->ring_size;
 		}
 		unsigned char *from = s->next_out;
 		g->totin += s->avail_in;
@@ -102,13 +110,62 @@ int hermes_gz_step(hermes_gz *g, unsigned char *cp, size_t room, size_t *used) {
 		// the first boundary (after the header) and then at the first
 		// boundary more than a span after the previous one, never after
 		// the last block.
-		if ((s->data_type & 128) && !(s->data_type & 64) && (g->totout == 0 || g->totout - g->last > g->span)) {
-			record(g, cp + *used);
-			*used += HERMES_GZ_RECORD;
-			g->last = g->totout;
+		if ((s->data_type & 128) && !(s->data_type & 64)) {
+			if (g->totout == 0 || g->totout - g->last > g->span) {
+				record(g, cp + *used, g->totin, g->totout, (unsigned char)(s->data_type & 7));
+				*used += HERMES_GZ_RECORD;
+			} else if (g->align) {
+				hermes_gz_mark *m = &g->marks[g->marks_next];
+				m->in = g->totin;
+				m->out = g->totout;
+				m->bits = (unsigned char)(s->data_type & 7);
+				g->marks_next = (g->marks_next + 1) % HERMES_GZ_MARKS;
+				if (g->marks_n < HERMES_GZ_MARKS) {
+					g->marks_n++;
+				}
+			}
 		}
 	}
 	return HERMES_GZ_NEED_INPUT;
+}
+
+// usable reports whether a checkpoint can still go at mark m: after the
+// last one and with its window in the ring.
+static int usable(hermes_gz *g, const hermes_gz_mark *m) {
+	return m->out > g->last && g->totout - m->out + HERMES_GZ_WINDOW <= (int64_t)g->ring_size;
+}
+
+int hermes_gz_align(hermes_gz *g, int64_t off, int64_t min_gap, unsigned char *cp, size_t room) {
+	if (room < HERMES_GZ_RECORD) {
+		return 0;
+	}
+	// Newest first: the last boundary at or before off.
+	for (int i = 1; i <= g->marks_n; i++) {
+		hermes_gz_mark *m = &g->marks[(g->marks_next - i + HERMES_GZ_MARKS) % HERMES_GZ_MARKS];
+		if (m->out > off) {
+			continue;
+		}
+		if (!usable(g, m) || m->out - g->last < min_gap) {
+			return 0;
+		}
+		record(g, cp, m->in, m->out, m->bits);
+		return 1;
+	}
+	return 0;
+}
+
+int64_t hermes_gz_safe(hermes_gz *g) {
+	int64_t safe = g->totin - 1; // a checkpoint found next may take the byte before
+	for (int i = g->marks_n; i >= 1; i--) {
+		hermes_gz_mark *m = &g->marks[(g->marks_next - i + HERMES_GZ_MARKS) % HERMES_GZ_MARKS];
+		if (usable(g, m)) {
+			if (m->in - 1 < safe) {
+				safe = m->in - 1;
+			}
+			break; // the oldest usable mark starts earliest
+		}
+	}
+	return safe;
 }
 
 void hermes_gz_header(hermes_gz *g, unsigned char *header) {

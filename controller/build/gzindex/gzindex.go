@@ -36,23 +36,53 @@ import (
 // tar, or an entry type zTOCs cannot describe.
 var ErrFormat = errors.New("invalid gzip tar layer")
 
+// Options are the settings of a zTOC.
+type Options struct {
+	// SpanSize is the uncompressed distance between checkpoints.
+	SpanSize int64
+	// BuildToolIdentifier is recorded in the zTOC.
+	BuildToolIdentifier string
+	// AlignFilesFrom, if positive, puts a checkpoint at the last block
+	// boundary before the data of every regular file of at least this
+	// many bytes (unless the previous checkpoint is within SpanSize/16), so
+	// reading such a file whole fetches little more than the file: no
+	// part of the span before it, no part of the span after it. Zero
+	// leaves checkpoints every SpanSize only, as soci places them.
+	AlignFilesFrom int64
+}
+
 // Build reads a gzip-compressed tar stream to its end and returns its zTOC
-// with checkpoints every spanSize uncompressed bytes. Errors reading r are
-// returned as they are.
+// with checkpoints every spanSize uncompressed bytes, byte for byte the
+// zTOC soci's BuildZtoc makes. Errors reading r are returned as they are.
 func Build(r io.Reader, spanSize int64, buildToolIdentifier string) (*ztoc.Ztoc, error) {
-	g := C.hermes_gz_new(C.int64_t(spanSize))
+	return BuildWith(r, Options{SpanSize: spanSize, BuildToolIdentifier: buildToolIdentifier})
+}
+
+// BuildWith is Build with all options.
+func BuildWith(r io.Reader, o Options) (*ztoc.Ztoc, error) {
+	align := o.AlignFilesFrom > 0
+	g := C.hermes_gz_new(C.int64_t(o.SpanSize), C.int(btoi(align)))
 	if g == nil {
 		return nil, errors.New("gzindex: out of memory")
 	}
 	defer C.hermes_gz_free(g)
 	ix := &inflater{
-		g:   g,
-		src: r,
-		cps: make([]byte, C.HERMES_GZ_HEADER, C.HERMES_GZ_HEADER+8*C.HERMES_GZ_RECORD),
-		in:  unsafe.Slice((*byte)(unsafe.Pointer(&g.in[0])), C.HERMES_GZ_CHUNK),
-		out: unsafe.Slice((*byte)(unsafe.Pointer(&g.out[0])), C.HERMES_GZ_OUT),
+		g:      g,
+		src:    r,
+		cps:    make([]byte, C.HERMES_GZ_HEADER, C.HERMES_GZ_HEADER+8*C.HERMES_GZ_RECORD),
+		in:     unsafe.Slice((*byte)(unsafe.Pointer(&g.in[0])), C.HERMES_GZ_CHUNK),
+		out:    unsafe.Slice((*byte)(unsafe.Pointer(&g.out[0])), C.HERMES_GZ_OUT),
+		minGap: o.SpanSize / 16,
 	}
-	files, tarSize, err := TarMetadata(ix)
+	var onFile func(*ztoc.FileMetadata)
+	if align {
+		onFile = func(f *ztoc.FileMetadata) {
+			if f.Type == "reg" && int64(f.UncompressedSize) >= o.AlignFilesFrom {
+				ix.align(int64(f.UncompressedOffset))
+			}
+		}
+	}
+	files, tarSize, err := tarMetadata(ix, onFile)
 	if err != nil {
 		return nil, err
 	}
@@ -62,13 +92,14 @@ func Build(r io.Reader, spanSize int64, buildToolIdentifier string) (*ztoc.Ztoc,
 		return nil, err
 	}
 	if ix.span != nil {
-		ix.digests = append(ix.digests, digest.NewDigest(digest.SHA256, ix.span)) // the last span ends with the blob
+		ix.span.Write(ix.pend) // the last span ends with the blob
+		ix.digests = append(ix.digests, digest.NewDigest(digest.SHA256, ix.span))
 	}
 	checkpoints := ix.cps
 	C.hermes_gz_header(g, (*C.uchar)(unsafe.Pointer(&checkpoints[0])))
 	return &ztoc.Ztoc{
 		Version:                 ztoc.Version09,
-		BuildToolIdentifier:     buildToolIdentifier,
+		BuildToolIdentifier:     o.BuildToolIdentifier,
 		TOC:                     ztoc.TOC{FileMetadata: files},
 		CompressedArchiveSize:   compression.Offset(ix.chunkEnd),
 		UncompressedArchiveSize: compression.Offset(tarSize),
@@ -79,6 +110,13 @@ func Build(r io.Reader, spanSize int64, buildToolIdentifier string) (*ztoc.Ztoc,
 			CompressionAlgorithm: compression.Gzip,
 		},
 	}, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // inflater is an io.Reader of the uncompressed stream that records
@@ -95,15 +133,22 @@ type inflater struct {
 	// Compressed bytes [chunkStart, chunkEnd) are in `in`.
 	chunkStart, chunkEnd int64
 	srcEOF               bool
-	lastByte             byte // the byte before chunkStart
 
 	// cps is the serialized checkpoints: a header, then one record per
 	// checkpoint, written by C into the free capacity.
-	cps      []byte
-	seen     int32     // checkpoints turned into spans
-	span     hash.Hash // the span being hashed, nil before the first checkpoint
-	hashedTo int64
-	digests  []digest.Digest
+	cps    []byte
+	seen   int32 // checkpoints turned into spans
+	minGap int64 // between an aligned checkpoint and the one before
+
+	// Compressed bytes [pendStart, chunkEnd) are in pend, not yet hashed:
+	// a checkpoint may still be placed among them (at a boundary already
+	// passed, with alignment; or one byte back when a boundary falls
+	// inside a byte). span has hashed the current span up to pendStart.
+	pend      []byte
+	pendStart int64
+	buf       []byte    // pend's backing array
+	span      hash.Hash // nil before the first checkpoint
+	digests   []digest.Digest
 }
 
 func (ix *inflater) Read(p []byte) (int, error) {
@@ -133,24 +178,29 @@ func (ix *inflater) drain() error {
 	return ix.err
 }
 
-// advance runs inflate once more; the previous output must have been read.
-func (ix *inflater) advance() error {
+// room makes space for another checkpoint record and returns it.
+func (ix *inflater) room() []byte {
 	if cap(ix.cps)-len(ix.cps) < C.HERMES_GZ_RECORD {
 		// Doubling leaves less garbage behind than append's growth: the
 		// checkpoints are the bulk of a large layer's zTOC.
 		ix.cps = append(make([]byte, 0, 2*cap(ix.cps)), ix.cps...)
 	}
-	room := ix.cps[len(ix.cps):cap(ix.cps)]
+	return ix.cps[len(ix.cps):cap(ix.cps)]
+}
+
+// advance runs inflate once more; the previous output must have been read.
+func (ix *inflater) advance() error {
+	room := ix.room()
 	var used C.size_t
 	ret := C.hermes_gz_step(ix.g, (*C.uchar)(unsafe.Pointer(&room[0])), C.size_t(len(room)), &used)
 	ix.cps = ix.cps[:len(ix.cps)+int(used)]
 	ix.r, ix.w = 0, int(ix.g.out_len)
 	ix.checkpoints()
+	ix.hashTo(int64(C.hermes_gz_safe(ix.g)))
 	switch ret {
 	case C.HERMES_GZ_OUTPUT, C.HERMES_GZ_CP_FULL:
 		return nil
 	case C.HERMES_GZ_NEED_INPUT:
-		ix.endChunk()
 		n, err := ix.readChunk()
 		if err != nil {
 			return err
@@ -161,7 +211,6 @@ func (ix *inflater) advance() error {
 		C.hermes_gz_input(ix.g, C.uint(n))
 		return nil
 	case C.HERMES_GZ_MEMBER_END:
-		ix.endChunk()
 		n, err := ix.readChunk()
 		if err != nil {
 			return err
@@ -181,6 +230,16 @@ func (ix *inflater) advance() error {
 	}
 }
 
+// align asks for a checkpoint before uncompressed offset off, where a
+// large file's data begins.
+func (ix *inflater) align(off int64) {
+	room := ix.room()
+	if C.hermes_gz_align(ix.g, C.int64_t(off), C.int64_t(ix.minGap), (*C.uchar)(unsafe.Pointer(&room[0])), C.size_t(len(room))) == 1 {
+		ix.cps = ix.cps[:len(ix.cps)+C.HERMES_GZ_RECORD]
+		ix.checkpoints()
+	}
+}
+
 // readChunk reads the next chunk into the C input buffer: full chunks until
 // the end, as fread would.
 func (ix *inflater) readChunk() (int, error) {
@@ -195,6 +254,7 @@ func (ix *inflater) readChunk() (int, error) {
 		return 0, err
 	}
 	ix.chunkStart, ix.chunkEnd = ix.chunkEnd, ix.chunkEnd+int64(n)
+	ix.appendPending(ix.in[:n])
 	return n, nil
 }
 
@@ -206,40 +266,48 @@ func (ix *inflater) checkpoints() {
 	for ; ix.seen < int32(ix.g.count); ix.seen++ {
 		rec := ix.cps[C.HERMES_GZ_HEADER+int(ix.seen)*C.HERMES_GZ_RECORD:]
 		in := int64(binary.LittleEndian.Uint64(rec))
-		if ix.span != nil {
-			ix.hashTo(in)
-			ix.digests = append(ix.digests, digest.NewDigest(digest.SHA256, ix.span))
-		}
-		ix.span = sha256.New()
 		start := in
 		if rec[16] != 0 { // bits of the byte before the boundary
 			start--
 		}
-		// A checkpoint is found while its chunk inflates, so only the
-		// byte before a boundary at the chunk's start lies outside it.
-		if start < ix.chunkStart {
-			ix.span.Write([]byte{ix.lastByte})
-			start = ix.chunkStart
+		if ix.span != nil {
+			ix.span.Write(ix.pend[:in-ix.pendStart])
+			ix.digests = append(ix.digests, digest.NewDigest(digest.SHA256, ix.span))
 		}
-		ix.hashedTo = start
+		ix.span = sha256.New()
+		ix.drop(start)
 	}
 }
 
-// endChunk hashes the rest of a used-up chunk into the current span.
-func (ix *inflater) endChunk() {
+// hashTo hashes pending bytes before off into the current span (or drops
+// them before the first checkpoint).
+func (ix *inflater) hashTo(off int64) {
+	off = min(off, ix.chunkEnd)
+	if off <= ix.pendStart {
+		return
+	}
 	if ix.span != nil {
-		ix.hashTo(ix.chunkEnd)
+		ix.span.Write(ix.pend[:off-ix.pendStart])
 	}
-	if ix.chunkEnd > ix.chunkStart {
-		ix.lastByte = ix.in[ix.chunkEnd-ix.chunkStart-1]
-	}
+	ix.drop(off)
 }
 
-func (ix *inflater) hashTo(end int64) {
-	if end > ix.hashedTo {
-		ix.span.Write(ix.in[ix.hashedTo-ix.chunkStart : end-ix.chunkStart])
-		ix.hashedTo = end
+// drop forgets pending bytes before off.
+func (ix *inflater) drop(off int64) {
+	ix.pend = ix.pend[off-ix.pendStart:]
+	ix.pendStart = off
+}
+
+// appendPending adds a chunk to the pending bytes, moving them to the
+// front of their buffer, or to one twice as big, when the end is reached.
+func (ix *inflater) appendPending(b []byte) {
+	if len(ix.pend)+len(b) > cap(ix.pend) {
+		if need := len(ix.pend) + len(b); need > cap(ix.buf)/2 {
+			ix.buf = make([]byte, 2*need)
+		}
+		ix.pend = ix.buf[:copy(ix.buf[:cap(ix.buf)], ix.pend)]
 	}
+	ix.pend = append(ix.pend, b...)
 }
 
 // fileTypes are the zTOC names of the tar entry types it can describe.
@@ -252,6 +320,12 @@ var fileTypes = map[byte]string{
 // offsets, as a zTOC records them, and returns how many bytes the tar
 // reader consumed up to the end-of-archive marker.
 func TarMetadata(r io.Reader) ([]ztoc.FileMetadata, int64, error) {
+	return tarMetadata(r, nil)
+}
+
+// tarMetadata is TarMetadata, calling onFile (if set) with each entry as
+// soon as its header is read, before any of its data.
+func tarMetadata(r io.Reader, onFile func(*ztoc.FileMetadata)) ([]ztoc.FileMetadata, int64, error) {
 	cr := &countingReader{r: r}
 	tr := tar.NewReader(cr)
 	var files []ztoc.FileMetadata
@@ -289,6 +363,9 @@ func TarMetadata(r io.Reader) ([]ztoc.FileMetadata, int64, error) {
 			Devmajor:           h.Devmajor,
 			Devminor:           h.Devminor,
 			PAXHeaders:         h.PAXRecords,
+		}
+		if onFile != nil {
+			onFile(&f)
 		}
 		files = append(files, f)
 		header = int64(ztoc.AlignToTarBlock(f.UncompressedOffset + f.UncompressedSize))

@@ -27,6 +27,11 @@
 #define HERMES_GZ_CHUNK 16384
 // Output is handed over once it may not fit another window.
 #define HERMES_GZ_OUT (512 * 1024)
+// With file alignment, inflate writes into a ring this big, so the window
+// of a block boundary passed up to HERMES_GZ_OUT ago can still be read.
+#define HERMES_GZ_RING (1024 * 1024)
+// Block boundaries remembered for file alignment.
+#define HERMES_GZ_MARKS 512
 #define HERMES_GZ_RECORD (8 + 8 + 1 + HERMES_GZ_WINDOW)
 #define HERMES_GZ_HEADER (4 + 8)
 
@@ -37,17 +42,34 @@ enum {
 	HERMES_GZ_CP_FULL = 4,    // no room for another checkpoint record: step again with more
 };
 
+// A block boundary a checkpoint may still be placed at.
+typedef struct {
+	int64_t in, out;
+	unsigned char bits;
+} hermes_gz_mark;
+
 typedef struct {
 	z_stream strm;
 	int64_t totin, totout, last, span;
-	unsigned char window[HERMES_GZ_WINDOW];
+	// ring_size is HERMES_GZ_WINDOW, or HERMES_GZ_RING with alignment;
+	// window[totout % ring_size] is where output goes next.
+	size_t ring_size;
+	unsigned char window[HERMES_GZ_RING];
 	unsigned char in[HERMES_GZ_CHUNK];
 	unsigned char out[HERMES_GZ_OUT];
 	size_t out_len;
 	int32_t count; // checkpoints recorded so far
+	// With alignment: the last boundaries passed (a ring, marks_n of them
+	// before mark_next).
+	int align;
+	hermes_gz_mark marks[HERMES_GZ_MARKS];
+	int marks_next, marks_n;
 } hermes_gz;
 
-hermes_gz *hermes_gz_new(int64_t span);
+// hermes_gz_new starts an index with a checkpoint every span bytes. With
+// align set, boundaries are remembered so that hermes_gz_align can place a
+// checkpoint at one already passed.
+hermes_gz *hermes_gz_new(int64_t span, int align);
 void hermes_gz_free(hermes_gz *g);
 // hermes_gz_input makes the first n bytes of g->in the next chunk.
 void hermes_gz_input(hermes_gz *g, unsigned n);
@@ -59,6 +81,15 @@ int hermes_gz_next_member(hermes_gz *g);
 // values above or a negative zlib error. Records are written to cp and
 // *used is set to the bytes written; g->out_len is reset at every call.
 int hermes_gz_step(hermes_gz *g, unsigned char *cp, size_t room, size_t *used);
+// hermes_gz_align records a checkpoint at the last block boundary at or
+// before uncompressed offset off, if that boundary is at least min_gap after
+// the previous checkpoint, not in the last block, and its window is still in
+// the ring. It writes the record to cp (room bytes) and returns 1, or
+// returns 0.
+int hermes_gz_align(hermes_gz *g, int64_t off, int64_t min_gap, unsigned char *cp, size_t room);
+// hermes_gz_safe returns the compressed offset before which no later
+// checkpoint's span can start: spans before it can be hashed.
+int64_t hermes_gz_safe(hermes_gz *g);
 // hermes_gz_header writes the header of the serialized checkpoints.
 void hermes_gz_header(hermes_gz *g, unsigned char *header);
 

@@ -25,7 +25,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var (
 		cacheHost, platformList, dockerConfig, pullSecret, optimizations string
 		tempDir, toolID, plainHTTP, progressMode, output                 string
-		minLayer, span, memLimit                                         int64
+		minLayer, span, align, memLimit                                  int64
 		concurrency                                                      int
 		stage                                                            bool
 	)
@@ -37,6 +37,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.String(&pullSecret, "pull-secret", "HERMES_PULL_SECRET", "", "file with a Kubernetes pull Secret as JSON, or its .dockerconfigjson, for the origin registry")
 	fs.Size(&minLayer, "min-layer-size", "HERMES_MIN_LAYER_SIZE", build.DefaultMinLayerSize, "layers smaller than this get no zTOC (0 indexes every layer)")
 	fs.Size(&span, "span-size", "HERMES_SPAN_SIZE", build.DefaultSpanSize, "uncompressed bytes between checkpoints")
+	fs.Size(&align, "align-files-from", "HERMES_ALIGN_FILES_FROM", build.DefaultAlignFilesFrom, "files this big or bigger start a span of their own (0: no alignment, zTOCs as soci makes them)")
 	fs.String(&optimizations, "optimizations", "HERMES_OPTIMIZATIONS", "", `comma-separated soci optimizations to enable ("xattr")`)
 	fs.Int(&concurrency, "concurrency", "HERMES_BUILD_CONCURRENCY", 0, "layers built at once (0: number of CPUs); each may stage one layer on disk")
 	fs.Bool(&stage, "stage-layers", "HERMES_STAGE_LAYERS", false, "stage every layer in a temp file and index it with soci's file-based builder (slower; same zTOCs)")
@@ -75,7 +76,10 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	settings := build.Settings{MinLayerSize: minLayer, SpanSize: span, BuildToolIdentifier: toolID}
+	if align == 0 {
+		align = -1 // the library's zero means "default"; here 0 means off
+	}
+	settings := build.Settings{MinLayerSize: minLayer, SpanSize: span, AlignFilesFrom: align, BuildToolIdentifier: toolID}
 	for _, o := range strings.Split(optimizations, ",") {
 		if o = strings.TrimSpace(o); o == "" {
 			continue
