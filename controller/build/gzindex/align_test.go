@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
+	"strings"
 	"testing"
 
 	"github.com/awslabs/soci-snapshotter/ztoc"
@@ -14,8 +15,9 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// bigFiles is a tar of incompressible files of up to 6 MiB between small
-// text files, as in a layer of shared libraries or model weights.
+// bigFiles is a tar of files of up to 6 MiB, incompressible (names ending
+// in "r") and compressible, between small text files, as in a layer of
+// shared libraries or model weights.
 func bigFiles(t testing.TB, seed int64, n int) ([]byte, map[string][]byte) {
 	t.Helper()
 	rng := rand.New(rand.NewSource(seed))
@@ -28,14 +30,20 @@ func bigFiles(t testing.TB, seed int64, n int) ([]byte, map[string][]byte) {
 			size = rng.Intn(4 << 10)
 		}
 		data := make([]byte, size)
-		if i%3 == 2 {
+		name := fmt.Sprintf("lib/f%03d", i)
+		switch i % 3 {
+		case 0:
+			rng.Read(data)
+			name += "r"
+		case 1:
+			for j := range data {
+				data[j] = "hermes lazy loading\n"[j%20] + byte(rng.Intn(2))
+			}
+		case 2:
 			for j := range data {
 				data[j] = "small text\n"[j%11]
 			}
-		} else {
-			rng.Read(data)
 		}
-		name := fmt.Sprintf("lib/f%03d", i)
 		files[name] = data
 		if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(size)}); err != nil {
 			t.Fatal(err)
@@ -54,10 +62,11 @@ func TestAlignedFiles(t *testing.T) {
 	for _, tc := range []struct {
 		name          string
 		level, member int
+		byteByByte    bool // the source: chunking must not matter
 	}{
-		{"level 6", 6, 0},
-		{"level 1", 1, 0},
-		{"members of 3 MiB", 6, 3 << 20},
+		{"level 6", 6, 0, false},
+		{"level 1 byte by byte", 1, 0, true},
+		{"members of 3 MiB", 6, 3 << 20, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			raw, files := bigFiles(t, 7, 40)
@@ -66,7 +75,11 @@ func TestAlignedFiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			z, err := BuildWith(oneByte{bytes.NewReader(blob)}, Options{SpanSize: span, BuildToolIdentifier: "test", AlignFilesFrom: from})
+			var src io.Reader = bytes.NewReader(blob)
+			if tc.byteByByte {
+				src = oneByte{src}
+			}
+			z, err := BuildWith(src, Options{SpanSize: span, BuildToolIdentifier: "test", AlignFilesFrom: from})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -93,8 +106,19 @@ func TestAlignedFiles(t *testing.T) {
 					t.Fatalf("span %d [%d,%d): digest %s, zTOC says %s", id, s, e, got, z.SpanDigests[id])
 				}
 			}
+			plainZi, err := plain.Zinfo()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer plainZi.Close()
+			// lead is how far before a file's data its span starts: what a
+			// lazy read of the whole file fetches in vain.
+			lead := func(zi compression.Zinfo, f ztoc.FileMetadata) compression.Offset {
+				return f.UncompressedOffset - zi.StartUncompressedOffset(zi.UncompressedOffsetToSpanID(f.UncompressedOffset))
+			}
 			sr := io.NewSectionReader(bytes.NewReader(blob), 0, int64(len(blob)))
-			aligned, large := 0, 0
+			var aligned, random, large int
+			var leads, plainLeads compression.Offset
 			for _, f := range z.FileMetadata {
 				got, err := z.ExtractFile(sr, f.Name)
 				if err != nil {
@@ -107,18 +131,25 @@ func TestAlignedFiles(t *testing.T) {
 					continue
 				}
 				large++
-				start := zi.StartUncompressedOffset(zi.UncompressedOffsetToSpanID(f.UncompressedOffset))
-				// A deflate block of incompressible data holds at most
-				// 64 KiB; the previous checkpoint may be up to span/16 back.
-				if lead := f.UncompressedOffset - start; lead <= 64<<10 {
-					aligned++
-				} else if lead > span/16+64<<10 {
-					t.Errorf("%s begins %d bytes into its span", f.Name, lead)
+				leads += lead(zi, f)
+				plainLeads += lead(plainZi, f)
+				if strings.HasSuffix(f.Name, "r") {
+					// A deflate block holds at most 64 KiB of incompressible
+					// data, but the block a file begins in may also hold the
+					// compressible end of the file before.
+					random++
+					if lead(zi, f) <= 64<<10 {
+						aligned++
+					}
 				}
 			}
-			t.Logf("%d of %d large files aligned; %d spans (%d without alignment)", aligned, large, zi.MaxSpanID()+1, plain.MaxSpanID+1)
-			if aligned < large*3/4 {
-				t.Errorf("only %d of %d large files begin within a block of a checkpoint", aligned, large)
+			t.Logf("%d of %d large incompressible files begin within 64 KiB of a checkpoint; all %d large files begin %d bytes into spans (%d without alignment); %d spans (%d without)",
+				aligned, random, large, leads, plainLeads, zi.MaxSpanID()+1, plain.MaxSpanID+1)
+			if aligned < random/2 {
+				t.Errorf("only %d of %d large incompressible files begin within 64 KiB of a checkpoint", aligned, random)
+			}
+			if leads*4 > plainLeads {
+				t.Errorf("alignment leaves large files %d bytes into their spans, %d without", leads, plainLeads)
 			}
 			if z.MaxSpanID <= plain.MaxSpanID {
 				t.Errorf("alignment added no checkpoints: %d spans, %d without", z.MaxSpanID+1, plain.MaxSpanID+1)

@@ -74,10 +74,13 @@ int hermes_gz_step(hermes_gz *g, unsigned char *cp, size_t room, size_t *used) {
 		if (*used + HERMES_GZ_RECORD > room) {
 			return HERMES_GZ_CP_FULL;
 		}
-		if (s->avail_out == 0) {
-			s->next_out = g->window;
-			s->avail_out = (unsigned)g->ring_size;
-		}
+		// Output goes to the ring at totout, at most a window per call so
+		// that it fits in out. With a 32 KiB ring this is soci's loop: the
+		// rest of the window, then the whole window again.
+		size_t pos = (size_t)(g->totout % (int64_t)g->ring_size);
+		size_t avail = g->ring_size - pos;
+		s->next_out = g->window + pos;
+		s->avail_out = (unsigned)(avail < HERMES_GZ_WINDOW ? avail : HERMES_GZ_WINDOW);
 		unsigned char *from = s->next_out;
 		g->totin += s->avail_in;
 		g->totout += s->avail_out;

@@ -39,10 +39,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/awslabs/soci-snapshotter/ztoc"
+	"github.com/awslabs/soci-snapshotter/ztoc/compression"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	ctdsnapshotters "github.com/containerd/containerd/v2/pkg/snapshotters"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/hermes-oci/hermes/controller/build"
 	"github.com/hermes-oci/hermes/registry/names"
@@ -65,6 +69,7 @@ type summary struct {
 	WorkloadBytes int64   `json:"workload_bytes"`
 	WorkloadFiles int     `json:"workload_files"`
 	ZtocBytes     int64   `json:"ztoc_bytes"`
+	SpanBytes     int64   `json:"span_bytes"` // the spans the workload touches, plus layers without zTOC
 	Mode          string  `json:"mode"`
 	MedianSec     float64 `json:"median_ready_seconds"`
 	MedianBytes   int64   `json:"median_origin_bytes"`
@@ -78,6 +83,7 @@ type benchImage struct {
 	files     []string // what the workload reads
 	readBytes int64
 	ztocBytes int64
+	spanBytes int64 // compressed bytes of the spans the workload touches, plus layers without zTOC
 }
 
 func env(name, def string) string {
@@ -195,10 +201,63 @@ func prepare(b *testing.B, origin *harness.Registry, cache *harness.HermesRegist
 			im.ztocBytes += l.Ztoc.Size
 		}
 	}
-	b.Logf("index of %s built in %s: %s of zTOCs", kind, time.Since(t0).Round(time.Second), human(im.ztocBytes))
 	named, _ := names.ParseReference(im.ref)
+	im.spanBytes = touchedSpans(b, cache.Host+"/"+names.Repository(named), p, im.files)
+	b.Logf("index of %s built in %s: %s of zTOCs; the workload touches %s of spans and unindexed layers",
+		kind, time.Since(t0).Round(time.Second), human(im.ztocBytes), human(im.spanBytes))
 	harness.CopyArtifact(b, cache.Host+"/"+names.Repository(named), strings.TrimSuffix(im.ref, ":1"), *p.Index)
 	return im
+}
+
+// touchedSpans is what a lazy start should take from the origin for the
+// workload's files: the compressed bytes of every span holding part of one
+// of them, and whole the layers without a zTOC (fetched at start).
+func touchedSpans(b *testing.B, cacheRepo string, p build.PlatformResult, files []string) int64 {
+	b.Helper()
+	repo, err := remote.NewRepository(cacheRepo)
+	if err != nil {
+		b.Fatal(err)
+	}
+	repo.PlainHTTP = true
+	want := map[string]bool{}
+	for _, f := range files {
+		want[f] = true
+	}
+	var total int64
+	for _, l := range p.Layers {
+		if l.Ztoc == nil {
+			total += l.Size
+			continue
+		}
+		raw, err := content.FetchAll(context.Background(), repo, *l.Ztoc)
+		if err != nil {
+			b.Fatal(err)
+		}
+		z, err := ztoc.Unmarshal(bytes.NewReader(raw))
+		if err != nil {
+			b.Fatal(err)
+		}
+		zi, err := z.Zinfo()
+		if err != nil {
+			b.Fatal(err)
+		}
+		spans := map[compression.SpanID]bool{}
+		for _, f := range z.FileMetadata {
+			if !want[strings.TrimPrefix(f.Name, "./")] || f.UncompressedSize == 0 {
+				continue
+			}
+			first := zi.UncompressedOffsetToSpanID(f.UncompressedOffset)
+			last := zi.UncompressedOffsetToSpanID(f.UncompressedOffset + f.UncompressedSize - 1)
+			for id := first; id <= last; id++ {
+				spans[id] = true
+			}
+		}
+		for id := range spans {
+			total += int64(zi.EndCompressedOffset(id, compression.Offset(l.Size)) - zi.StartCompressedOffset(id))
+		}
+		zi.Close()
+	}
+	return total
 }
 
 // workload picks what a starting application reads: for each data layer, a
@@ -374,12 +433,12 @@ func report(b *testing.B, images []*benchImage, runs []run, bandwidth string) {
 			if len(secs) == 0 {
 				continue
 			}
-			s := summary{Image: im.name, ImageBytes: im.size, WorkloadBytes: im.readBytes, WorkloadFiles: len(im.files), ZtocBytes: im.ztocBytes,
+			s := summary{Image: im.name, ImageBytes: im.size, WorkloadBytes: im.readBytes, WorkloadFiles: len(im.files), ZtocBytes: im.ztocBytes, SpanBytes: im.spanBytes,
 				Mode: mode, MedianSec: median(secs), MedianBytes: int64(median(byts))}
 			sums = append(sums, s)
 			fmt.Fprintf(&txt, "%-5s %-10s %12.2f %14s\n", im.name, mode, s.MedianSec, human(s.MedianBytes))
 		}
-		fmt.Fprintf(&txt, "      image %s, workload %d files %s, zTOCs %s\n", human(im.size), len(im.files), human(im.readBytes), human(im.ztocBytes))
+		fmt.Fprintf(&txt, "      image %s, workload %d files %s, zTOCs %s, spans touched %s\n", human(im.size), len(im.files), human(im.readBytes), human(im.ztocBytes), human(im.spanBytes))
 	}
 	fmt.Fprintf(&txt, "\ngoals:\n")
 	for _, im := range images {
@@ -388,6 +447,7 @@ func report(b *testing.B, images []*benchImage, runs []run, bandwidth string) {
 			continue
 		}
 		fmt.Fprintf(&txt, "  %s: overlayfs/hermes = %.1fx (goal >= 25)\n", im.name, o.MedianSec/h.MedianSec)
+		fmt.Fprintf(&txt, "  %s: hermes origin bytes / spans touched = %.3f (goal: 1, plus manifest and config)\n", im.name, float64(h.MedianBytes)/float64(im.spanBytes))
 		if im.name == "C" {
 			fmt.Fprintf(&txt, "  %s: hermes/soci = %.2f (goal <= 0.5); hermes/limit = %.2f (stretch <= 1.5)\n", im.name, h.MedianSec/s.MedianSec, h.MedianSec/l.MedianSec)
 		} else {
