@@ -354,7 +354,7 @@ func TestMultiPlatform(t *testing.T) {
 // credential (Docker config or Kubernetes Secret) and fails clearly with
 // ErrUnauthorized, pushing nothing, without it.
 func TestPrivateOrigin(t *testing.T) {
-	origin := harness.StartRegistry(t, harness.RegistryOptions{Htpasswd: htpasswdFile(t, "puller", "s3cret")})
+	origin := harness.StartRegistry(t, harness.RegistryOptions{Htpasswd: harness.HtpasswdFile(t, "puller", "s3cret")})
 	img := mustImage(t, imagegen.Spec{Layers: []imagegen.Layer{{Kind: imagegen.Random, Size: 2 << 20, Seed: 7}}})
 	ref := origin.Host + "/private/img:v1"
 	ctx := context.Background()

@@ -60,7 +60,7 @@ func runCLI(t *testing.T, tmp string, args []string, start func(*os.Process)) cl
 // leaving nothing behind.
 func TestCLI(t *testing.T) {
 	origin := harness.StartRegistry(t, harness.RegistryOptions{})
-	private := harness.StartRegistry(t, harness.RegistryOptions{Htpasswd: htpasswdFile(t, "puller", "s3cret")})
+	private := harness.StartRegistry(t, harness.RegistryOptions{Htpasswd: harness.HtpasswdFile(t, "puller", "s3cret")})
 	spec := imagegen.Spec{Layers: []imagegen.Layer{
 		{Kind: imagegen.Random, Size: 3 << 20, Seed: 41},
 		{Kind: imagegen.Compressible, Size: 2 << 20, Files: 40, Seed: 42},

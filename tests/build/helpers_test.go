@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -27,7 +26,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/crypto/bcrypt"
 	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/hermes-oci/hermes/controller/build"
@@ -374,18 +372,4 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Abort the response: the connection closes mid-body.
 	panic(http.ErrAbortHandler)
-}
-
-// htpasswd writes an htpasswd file for user:password.
-func htpasswdFile(t *testing.T, user, password string) string {
-	t.Helper()
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "htpasswd")
-	if err := os.WriteFile(p, []byte(fmt.Sprintf("%s:%s\n", user, hash)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
 }

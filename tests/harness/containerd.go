@@ -227,9 +227,17 @@ func (c *Containerd) Context(t testing.TB) context.Context {
 // Resolver resolves image references through the hosts.toml directory, as
 // containerd's own pulls do.
 func (c *Containerd) Resolver() remotes.Resolver {
-	return docker.NewResolver(docker.ResolverOptions{
-		Hosts: config.ConfigureHosts(context.Background(), config.HostOptions{HostDir: config.HostDirFromRoot(c.HostsDir)}),
-	})
+	return c.AuthResolver("", "")
+}
+
+// AuthResolver is Resolver logging in to every registry as user, as the
+// CRI does with a Pod's pull secret.
+func (c *Containerd) AuthResolver(user, password string) remotes.Resolver {
+	ho := config.HostOptions{HostDir: config.HostDirFromRoot(c.HostsDir)}
+	if user != "" {
+		ho.Credentials = func(string) (string, string, error) { return user, password, nil }
+	}
+	return docker.NewResolver(docker.ResolverOptions{Hosts: config.ConfigureHosts(context.Background(), ho)})
 }
 
 // killTasks kills and deletes every task and container, so no shim outlives

@@ -1,11 +1,15 @@
 package harness
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Registry is a running distribution registry (`registry serve`), the
@@ -68,4 +72,34 @@ http:
 	r := &Registry{Process: p, Host: fmt.Sprintf("127.0.0.1:%d", port), URL: fmt.Sprintf("http://127.0.0.1:%d", port), Root: root}
 	WaitFor(t, p, 15*time.Second, "origin registry", HTTPReady(r.URL+"/v2/"))
 	return r
+}
+
+// HtpasswdFile writes an htpasswd file for user:password, for
+// RegistryOptions.Htpasswd.
+func HtpasswdFile(t testing.TB, user, password string) string {
+	t.Helper()
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(TempDir(t, "htpasswd"), "htpasswd")
+	if err := os.WriteFile(p, []byte(fmt.Sprintf("%s:%s\n", user, hash)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// DockerConfigDir writes a docker config.json with a login for host and
+// returns its directory, for DOCKER_CONFIG.
+func DockerConfigDir(t testing.TB, host, user, password string) string {
+	t.Helper()
+	dir := TempDir(t, "docker-config")
+	cfg := map[string]any{"auths": map[string]any{host: map[string]string{
+		"auth": base64.StdEncoding.EncodeToString([]byte(user + ":" + password)),
+	}}}
+	b, _ := json.Marshal(cfg)
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

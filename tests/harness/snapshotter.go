@@ -36,6 +36,10 @@ type SnapshotterOptions struct {
 	LogLevel string
 	// Env is extra environment for the process.
 	Env []string
+	// DockerConfig is a directory with a docker config.json for image
+	// registry logins ([hermes] docker_config, DOCKER_CONFIG); empty turns
+	// docker_config off.
+	DockerConfig string
 }
 
 // HermesSnapshotter is a running hermes-snapshotter.
@@ -72,7 +76,7 @@ func StartHermesSnapshotter(t testing.TB, opts SnapshotterOptions) *HermesSnapsh
 	port := FreePort(t)
 	s.MetricsURL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	var b strings.Builder
-	fmt.Fprintf(&b, "[hermes]\ncache_url = %q\nhosts_dir = %q\ndocker_config = false\n", opts.CacheURL, opts.HostsDir)
+	fmt.Fprintf(&b, "[hermes]\ncache_url = %q\nhosts_dir = %q\ndocker_config = %v\n", opts.CacheURL, opts.HostsDir, opts.DockerConfig != "")
 	for _, l := range strings.Split(opts.Config, "\n") {
 		if k, ok := strings.CutPrefix(strings.TrimSpace(l), "hermes."); ok {
 			b.WriteString(k + "\n")
@@ -98,7 +102,11 @@ func StartHermesSnapshotter(t testing.TB, opts SnapshotterOptions) *HermesSnapsh
 	}
 	args := []string{"--root", s.Root, "--socket", s.Socket, "--config", s.ConfigPath,
 		"--metrics-address", fmt.Sprintf("127.0.0.1:%d", port), "--log-level", level}
-	s.Process = Start(t, "hermes-snapshotter", dir, bin, args, opts.Env...)
+	env := opts.Env
+	if opts.DockerConfig != "" {
+		env = append(env, "DOCKER_CONFIG="+opts.DockerConfig)
+	}
+	s.Process = Start(t, "hermes-snapshotter", dir, bin, args, env...)
 	WaitFor(t, s.Process, 60*time.Second, "hermes-snapshotter", func() error {
 		c, err := net.DialTimeout("unix", s.Socket, time.Second)
 		if err != nil {

@@ -23,9 +23,12 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	ctdsnapshotters "github.com/containerd/containerd/v2/pkg/snapshotters"
+	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry/remote/auth"
 
 	"github.com/hermes-oci/hermes/controller/build"
 	"github.com/hermes-oci/hermes/tests/harness"
@@ -43,6 +46,9 @@ type node struct {
 	ctrd   *harness.Containerd
 	sn     *harness.HermesSnapshotter
 	snOpts harness.SnapshotterOptions
+	// user and password log in to a private origin: pushes, builds and
+	// containerd's pulls use them.
+	user, password string
 }
 
 type nodeOptions struct {
@@ -52,6 +58,11 @@ type nodeOptions struct {
 	cacheURL string
 	// config is extra snapshotter TOML (see harness.SnapshotterOptions).
 	config string
+	// user and password make the origin private (htpasswd).
+	user, password string
+	// nodeCredentials gives the snapshotter the login in a docker
+	// config.json (DOCKER_CONFIG, [hermes] docker_config).
+	nodeCredentials bool
 }
 
 // startCacheRegistry starts hermes-registry, the cache the builder pushes
@@ -62,7 +73,12 @@ func startCacheRegistry(t *testing.T) *harness.HermesRegistry {
 
 func startNode(t *testing.T, o nodeOptions) *node {
 	t.Helper()
-	n := &node{origin: harness.StartRegistry(t, harness.RegistryOptions{})}
+	n := &node{user: o.user, password: o.password}
+	ro := harness.RegistryOptions{}
+	if o.user != "" {
+		ro.Htpasswd = harness.HtpasswdFile(t, o.user, o.password)
+	}
+	n.origin = harness.StartRegistry(t, ro)
 	if !o.noCache {
 		n.cache = startCacheRegistry(t)
 	}
@@ -73,6 +89,9 @@ func startNode(t *testing.T, o nodeOptions) *node {
 		cacheURL = n.cache.URL
 	}
 	n.snOpts = harness.SnapshotterOptions{CacheURL: cacheURL, HostsDir: hostsDir, Config: o.config}
+	if o.nodeCredentials {
+		n.snOpts.DockerConfig = harness.DockerConfigDir(t, n.origin.Host, o.user, o.password)
+	}
 	n.sn = harness.StartHermesSnapshotter(t, n.snOpts)
 	n.ctrd = harness.StartContainerd(t, harness.ContainerdOptions{
 		ProxySnapshotters: map[string]string{snName: n.sn.Socket},
@@ -114,7 +133,11 @@ func pushImage(t *testing.T, n *node, name string, spec imagegen.Spec) image {
 	ref := n.origin.Host + "/hermes-test/" + name + ":v1"
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	h, err := imagegen.Push(ctx, ref, img)
+	var opts []remote.Option
+	if n.user != "" {
+		opts = append(opts, remote.WithAuth(&authn.Basic{Username: n.user, Password: n.password}))
+	}
+	h, err := imagegen.Push(ctx, ref, img, opts...)
 	if err != nil {
 		t.Fatalf("push %s: %v", ref, err)
 	}
@@ -135,13 +158,19 @@ func buildIndex(t *testing.T, cacheHost string, im image) build.PlatformResult {
 // buildIndexWith is buildIndex with the builder's settings.
 func buildIndexWith(t *testing.T, cacheHost string, im image, settings build.Settings) build.PlatformResult {
 	t.Helper()
+	return buildIndexAs(t, cacheHost, im, settings, nil)
+}
+
+// buildIndexAs is buildIndexWith reading the origin with creds.
+func buildIndexAs(t *testing.T, cacheHost string, im image, settings build.Settings, creds auth.CredentialFunc) build.PlatformResult {
+	t.Helper()
 	b, err := build.New(build.Config{CacheHost: cacheHost, TempDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	res, err := b.Build(ctx, build.Request{Image: im.ref, Settings: settings})
+	res, err := b.Build(ctx, build.Request{Image: im.ref, Settings: settings, OriginCredentials: creds})
 	if err != nil {
 		t.Fatalf("build index of %s: %v", im.ref, err)
 	}
@@ -172,7 +201,7 @@ func pull(t *testing.T, n *node, ref, sn string) (containerd.Image, time.Duratio
 	defer cancel()
 	t0 := time.Now()
 	img, err := client.Pull(ctx, ref, containerd.WithPullUnpack, containerd.WithPullSnapshotter(sn),
-		containerd.WithResolver(n.ctrd.Resolver()),
+		containerd.WithResolver(n.ctrd.AuthResolver(n.user, n.password)),
 		containerd.WithImageHandlerWrapper(ctdsnapshotters.AppendInfoHandlerWrapper(ref)))
 	if err != nil {
 		t.Fatalf("pull %s into %s: %v", ref, sn, err)

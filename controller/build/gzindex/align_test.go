@@ -116,9 +116,14 @@ func TestAlignedFiles(t *testing.T) {
 			lead := func(zi compression.Zinfo, f ztoc.FileMetadata) compression.Offset {
 				return f.UncompressedOffset - zi.StartUncompressedOffset(zi.UncompressedOffsetToSpanID(f.UncompressedOffset))
 			}
+			// trail is how far past a file's end its last span goes.
+			trail := func(zi compression.Zinfo, f ztoc.FileMetadata) compression.Offset {
+				end := f.UncompressedOffset + f.UncompressedSize
+				return zi.EndUncompressedOffset(zi.UncompressedOffsetToSpanID(end-1), z.UncompressedArchiveSize) - end
+			}
 			sr := io.NewSectionReader(bytes.NewReader(blob), 0, int64(len(blob)))
 			var aligned, random, large int
-			var leads, plainLeads compression.Offset
+			var leads, plainLeads, trails, plainTrails compression.Offset
 			for _, f := range z.FileMetadata {
 				got, err := z.ExtractFile(sr, f.Name)
 				if err != nil {
@@ -133,6 +138,8 @@ func TestAlignedFiles(t *testing.T) {
 				large++
 				leads += lead(zi, f)
 				plainLeads += lead(plainZi, f)
+				trails += trail(zi, f)
+				plainTrails += trail(plainZi, f)
 				if strings.HasSuffix(f.Name, "r") {
 					// A deflate block holds at most 64 KiB of incompressible
 					// data, but the block a file begins in may also hold the
@@ -143,13 +150,16 @@ func TestAlignedFiles(t *testing.T) {
 					}
 				}
 			}
-			t.Logf("%d of %d large incompressible files begin within 64 KiB of a checkpoint; all %d large files begin %d bytes into spans (%d without alignment); %d spans (%d without)",
-				aligned, random, large, leads, plainLeads, zi.MaxSpanID()+1, plain.MaxSpanID+1)
+			t.Logf("%d of %d large incompressible files begin within 64 KiB of a checkpoint; all %d large files begin %d bytes into spans (%d without alignment) and end %d bytes before their spans do (%d without); %d spans (%d without)",
+				aligned, random, large, leads, plainLeads, trails, plainTrails, zi.MaxSpanID()+1, plain.MaxSpanID+1)
 			if aligned < random/2 {
 				t.Errorf("only %d of %d large incompressible files begin within 64 KiB of a checkpoint", aligned, random)
 			}
 			if leads*4 > plainLeads {
 				t.Errorf("alignment leaves large files %d bytes into their spans, %d without", leads, plainLeads)
+			}
+			if trails*4 > plainTrails {
+				t.Errorf("alignment leaves spans %d bytes past the ends of large files, %d without", trails, plainTrails)
 			}
 			if z.MaxSpanID <= plain.MaxSpanID {
 				t.Errorf("alignment added no checkpoints: %d spans, %d without", z.MaxSpanID+1, plain.MaxSpanID+1)

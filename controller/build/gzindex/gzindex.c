@@ -25,6 +25,7 @@ hermes_gz *hermes_gz_new(int64_t span, int align) {
 	// builder does: where inflate() returns, and so which boundaries it
 	// reports, depends on it, and zTOCs must match soci's byte for byte.
 	g->ring_size = align ? HERMES_GZ_RING : HERMES_GZ_WINDOW;
+	g->end_at = -1;
 	return g;
 }
 
@@ -65,10 +66,11 @@ int hermes_gz_step(hermes_gz *g, unsigned char *cp, size_t room, size_t *used) {
 	z_stream *s = &g->strm;
 	g->out_len = 0;
 	*used = 0;
+	size_t out_max = g->align ? HERMES_GZ_OUT_ALIGN : HERMES_GZ_OUT;
 	while (s->avail_in != 0) {
 		// Pausing between two inflate() calls changes nothing in what they
 		// do, so the caller can take the output or give more room here.
-		if (g->out_len + HERMES_GZ_WINDOW > HERMES_GZ_OUT) {
+		if (g->out_len + HERMES_GZ_WINDOW > out_max) {
 			return HERMES_GZ_OUTPUT;
 		}
 		if (*used + HERMES_GZ_RECORD > room) {
@@ -114,9 +116,11 @@ int hermes_gz_step(hermes_gz *g, unsigned char *cp, size_t room, size_t *used) {
 		// boundary more than a span after the previous one, never after
 		// the last block.
 		if ((s->data_type & 128) && !(s->data_type & 64)) {
-			if (g->totout == 0 || g->totout - g->last > g->span) {
+			int at_end = g->end_at >= 0 && g->totout >= g->end_at && g->totout > g->last;
+			if (g->totout == 0 || g->totout - g->last > g->span || at_end) {
 				record(g, cp + *used, g->totin, g->totout, (unsigned char)(s->data_type & 7));
 				*used += HERMES_GZ_RECORD;
+				g->end_at = -1;
 			} else if (g->align) {
 				hermes_gz_mark *m = &g->marks[g->marks_next];
 				m->in = g->totin;
@@ -138,29 +142,54 @@ static int usable(hermes_gz *g, const hermes_gz_mark *m) {
 	return m->out > g->last && g->totout - m->out + HERMES_GZ_WINDOW <= (int64_t)g->ring_size;
 }
 
-int hermes_gz_align(hermes_gz *g, int64_t off, int64_t min_gap, unsigned char *cp, size_t room) {
-	if (room < HERMES_GZ_RECORD) {
+static hermes_gz_mark *mark(hermes_gz *g, int age) {
+	return &g->marks[(g->marks_next - age + HERMES_GZ_MARKS) % HERMES_GZ_MARKS];
+}
+
+int hermes_gz_align(hermes_gz *g, int64_t start, int64_t end, unsigned char *cp, size_t room) {
+	int n = 0;
+	if (room < 2 * HERMES_GZ_RECORD) {
 		return 0;
 	}
-	// Newest first: the last boundary at or before off.
-	for (int i = 1; i <= g->marks_n; i++) {
-		hermes_gz_mark *m = &g->marks[(g->marks_next - i + HERMES_GZ_MARKS) % HERMES_GZ_MARKS];
-		if (m->out > off) {
-			continue;
+	if (start >= 0) {
+		// Newest first: the last boundary at or before start.
+		for (int i = 1; i <= g->marks_n; i++) {
+			hermes_gz_mark *m = mark(g, i);
+			if (m->out > start) {
+				continue;
+			}
+			if (usable(g, m)) {
+				record(g, cp, m->in, m->out, m->bits);
+				n++;
+			}
+			break;
 		}
-		if (!usable(g, m) || m->out - g->last < min_gap) {
-			return 0;
-		}
-		record(g, cp, m->in, m->out, m->bits);
-		return 1;
 	}
-	return 0;
+	if (end >= 0) {
+		if (g->last >= end) {
+			return n; // a checkpoint at or after end exists
+		}
+		// Oldest first: the first boundary at or after end.
+		for (int i = g->marks_n; i >= 1; i--) {
+			hermes_gz_mark *m = mark(g, i);
+			if (m->out < end) {
+				continue;
+			}
+			if (usable(g, m)) {
+				record(g, cp + n * HERMES_GZ_RECORD, m->in, m->out, m->bits);
+				n++;
+			}
+			return n;
+		}
+		g->end_at = end; // not reached yet
+	}
+	return n;
 }
 
 int64_t hermes_gz_safe(hermes_gz *g) {
 	int64_t safe = g->totin - 1; // a checkpoint found next may take the byte before
 	for (int i = g->marks_n; i >= 1; i--) {
-		hermes_gz_mark *m = &g->marks[(g->marks_next - i + HERMES_GZ_MARKS) % HERMES_GZ_MARKS];
+		hermes_gz_mark *m = mark(g, i);
 		if (usable(g, m)) {
 			if (m->in - 1 < safe) {
 				safe = m->in - 1;

@@ -42,12 +42,12 @@ type Options struct {
 	SpanSize int64
 	// BuildToolIdentifier is recorded in the zTOC.
 	BuildToolIdentifier string
-	// AlignFilesFrom, if positive, puts a checkpoint at the last block
-	// boundary before the data of every regular file of at least this
-	// many bytes (unless the previous checkpoint is within SpanSize/16), so
-	// reading such a file whole fetches little more than the file: no
-	// part of the span before it, no part of the span after it. Zero
-	// leaves checkpoints every SpanSize only, as soci places them.
+	// AlignFilesFrom, if positive, puts checkpoints at the last block
+	// boundary before the data of every regular file of at least this many
+	// bytes and at the first boundary after it, so reading such a file
+	// whole fetches little more than the file: no part of the span before
+	// it, no part of the span after it. Zero leaves checkpoints every
+	// SpanSize only, as soci places them.
 	AlignFilesFrom int64
 }
 
@@ -67,24 +67,38 @@ func BuildWith(r io.Reader, o Options) (*ztoc.Ztoc, error) {
 	}
 	defer C.hermes_gz_free(g)
 	ix := &inflater{
-		g:      g,
-		src:    r,
-		cps:    make([]byte, C.HERMES_GZ_HEADER, C.HERMES_GZ_HEADER+8*C.HERMES_GZ_RECORD),
-		in:     unsafe.Slice((*byte)(unsafe.Pointer(&g.in[0])), C.HERMES_GZ_CHUNK),
-		out:    unsafe.Slice((*byte)(unsafe.Pointer(&g.out[0])), C.HERMES_GZ_OUT),
-		minGap: o.SpanSize / 16,
+		g:   g,
+		src: r,
+		cps: make([]byte, C.HERMES_GZ_HEADER, C.HERMES_GZ_HEADER+8*C.HERMES_GZ_RECORD),
+		in:  unsafe.Slice((*byte)(unsafe.Pointer(&g.in[0])), C.HERMES_GZ_CHUNK),
+		out: unsafe.Slice((*byte)(unsafe.Pointer(&g.out[0])), C.HERMES_GZ_OUT),
 	}
 	var onFile func(*ztoc.FileMetadata)
+	largeEnd := int64(-1) // where the data of the entry before, a large file, ends
 	if align {
 		onFile = func(f *ztoc.FileMetadata) {
+			start := int64(-1)
 			if f.Type == "reg" && int64(f.UncompressedSize) >= o.AlignFilesFrom {
-				ix.align(int64(f.UncompressedOffset))
+				start = int64(f.UncompressedOffset)
+			}
+			// The entry after a large file is the first time its end can
+			// be placed: checkpoints must come in order, and one at this
+			// entry's start may come before one at that end.
+			if start >= 0 || largeEnd >= 0 {
+				ix.align(start, largeEnd)
+			}
+			largeEnd = -1
+			if start >= 0 {
+				largeEnd = start + int64(f.UncompressedSize)
 			}
 		}
 	}
 	files, tarSize, err := tarMetadata(ix, onFile)
 	if err != nil {
 		return nil, err
+	}
+	if largeEnd >= 0 {
+		ix.align(-1, largeEnd)
 	}
 	// The tar reader stops at the end-of-archive marker; checkpoints and
 	// span digests cover the whole blob.
@@ -136,9 +150,8 @@ type inflater struct {
 
 	// cps is the serialized checkpoints: a header, then one record per
 	// checkpoint, written by C into the free capacity.
-	cps    []byte
-	seen   int32 // checkpoints turned into spans
-	minGap int64 // between an aligned checkpoint and the one before
+	cps  []byte
+	seen int32 // checkpoints turned into spans
 
 	// Compressed bytes [pendStart, chunkEnd) are in pend, not yet hashed:
 	// a checkpoint may still be placed among them (at a boundary already
@@ -230,14 +243,18 @@ func (ix *inflater) advance() error {
 	}
 }
 
-// align asks for a checkpoint before uncompressed offset off, where a
-// large file's data begins.
-func (ix *inflater) align(off int64) {
+// align asks for checkpoints at the block boundaries around a large file's
+// data: the last one at or before start, the first one at or after end
+// (either -1 for none).
+func (ix *inflater) align(start, end int64) {
 	room := ix.room()
-	if C.hermes_gz_align(ix.g, C.int64_t(off), C.int64_t(ix.minGap), (*C.uchar)(unsafe.Pointer(&room[0])), C.size_t(len(room))) == 1 {
-		ix.cps = ix.cps[:len(ix.cps)+C.HERMES_GZ_RECORD]
-		ix.checkpoints()
+	if len(room) < 2*C.HERMES_GZ_RECORD {
+		ix.cps = append(make([]byte, 0, 2*cap(ix.cps)+2*C.HERMES_GZ_RECORD), ix.cps...)
+		room = ix.cps[len(ix.cps):cap(ix.cps)]
 	}
+	n := C.hermes_gz_align(ix.g, C.int64_t(start), C.int64_t(end), (*C.uchar)(unsafe.Pointer(&room[0])), C.size_t(len(room)))
+	ix.cps = ix.cps[:len(ix.cps)+int(n)*C.HERMES_GZ_RECORD]
+	ix.checkpoints()
 }
 
 // readChunk reads the next chunk into the C input buffer: full chunks until

@@ -32,6 +32,10 @@
 #define HERMES_GZ_RING (1024 * 1024)
 // Block boundaries remembered for file alignment.
 #define HERMES_GZ_MARKS 512
+// With file alignment, output is handed over in smaller pieces, so that
+// inflate runs little ahead of the tar reader and rarely takes a span
+// checkpoint past a file start the reader has yet to see.
+#define HERMES_GZ_OUT_ALIGN (96 * 1024)
 #define HERMES_GZ_RECORD (8 + 8 + 1 + HERMES_GZ_WINDOW)
 #define HERMES_GZ_HEADER (4 + 8)
 
@@ -64,6 +68,7 @@ typedef struct {
 	int align;
 	hermes_gz_mark marks[HERMES_GZ_MARKS];
 	int marks_next, marks_n;
+	int64_t end_at; // with alignment: checkpoint the first boundary at or after this; -1: none
 } hermes_gz;
 
 // hermes_gz_new starts an index with a checkpoint every span bytes. With
@@ -81,12 +86,14 @@ int hermes_gz_next_member(hermes_gz *g);
 // values above or a negative zlib error. Records are written to cp and
 // *used is set to the bytes written; g->out_len is reset at every call.
 int hermes_gz_step(hermes_gz *g, unsigned char *cp, size_t room, size_t *used);
-// hermes_gz_align records a checkpoint at the last block boundary at or
-// before uncompressed offset off, if that boundary is at least min_gap after
-// the previous checkpoint, not in the last block, and its window is still in
-// the ring. It writes the record to cp (room bytes) and returns 1, or
-// returns 0.
-int hermes_gz_align(hermes_gz *g, int64_t off, int64_t min_gap, unsigned char *cp, size_t room);
+// hermes_gz_align places up to two checkpoints, in order, each only after
+// the last checkpoint, outside the last block and while its window is in
+// the ring: with start >= 0 at the last block boundary at or before start
+// (where a file's data begins), and with end >= 0 at the first boundary at
+// or after end (where a file's data ends), at once if inflate has passed
+// it, else when it does. It writes the records to cp (room bytes, at least
+// two records) and returns how many.
+int hermes_gz_align(hermes_gz *g, int64_t start, int64_t end, unsigned char *cp, size_t room);
 // hermes_gz_safe returns the compressed offset before which no later
 // checkpoint's span can start: spans before it can be hashed.
 int64_t hermes_gz_safe(hermes_gz *g);
