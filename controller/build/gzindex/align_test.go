@@ -69,7 +69,7 @@ func TestAlignedFiles(t *testing.T) {
 		{"members of 3 MiB", 6, 3 << 20, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			raw, files := bigFiles(t, 7, 40)
+			raw, files := bigFiles(t, 7, 24)
 			blob := gz(t, raw, tc.level, tc.member, "aligned")
 			plain, err := Build(bytes.NewReader(blob), span, "test")
 			if err != nil {

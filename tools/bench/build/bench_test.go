@@ -337,6 +337,15 @@ func phases(b *testing.B, image, blob string) []Phase {
 		_, err = gzindex.Build(f, build.DefaultSpanSize, "bench")
 		return err
 	}, true)
+	add("hermes gzindex (one pass, files aligned)", func() error {
+		f, err := os.Open(blob)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = gzindex.BuildWith(f, gzindex.Options{SpanSize: build.DefaultSpanSize, BuildToolIdentifier: "bench", AlignFilesFrom: build.DefaultAlignFilesFrom})
+		return err
+	}, true)
 	add("gzip -dc", func() error {
 		c := exec.Command("sh", "-c", `gzip -dc "$0" > /dev/null`, blob)
 		return c.Run()
