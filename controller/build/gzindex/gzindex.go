@@ -144,9 +144,8 @@ type inflater struct {
 	done bool
 	err  error
 
-	// Compressed bytes [chunkStart, chunkEnd) are in `in`.
-	chunkStart, chunkEnd int64
-	srcEOF               bool
+	chunkEnd int64 // compressed bytes read so far; the last chunk is in `in`
+	srcEOF   bool
 
 	// cps is the serialized checkpoints: a header, then one record per
 	// checkpoint, written by C into the free capacity.
@@ -191,19 +190,19 @@ func (ix *inflater) drain() error {
 	return ix.err
 }
 
-// room makes space for another checkpoint record and returns it.
-func (ix *inflater) room() []byte {
-	if cap(ix.cps)-len(ix.cps) < C.HERMES_GZ_RECORD {
+// room makes space for n more checkpoint records and returns it.
+func (ix *inflater) room(n int) []byte {
+	if cap(ix.cps)-len(ix.cps) < n*C.HERMES_GZ_RECORD {
 		// Doubling leaves less garbage behind than append's growth: the
 		// checkpoints are the bulk of a large layer's zTOC.
-		ix.cps = append(make([]byte, 0, 2*cap(ix.cps)), ix.cps...)
+		ix.cps = append(make([]byte, 0, 2*cap(ix.cps)+n*C.HERMES_GZ_RECORD), ix.cps...)
 	}
 	return ix.cps[len(ix.cps):cap(ix.cps)]
 }
 
 // advance runs inflate once more; the previous output must have been read.
 func (ix *inflater) advance() error {
-	room := ix.room()
+	room := ix.room(1)
 	var used C.size_t
 	ret := C.hermes_gz_step(ix.g, (*C.uchar)(unsafe.Pointer(&room[0])), C.size_t(len(room)), &used)
 	ix.cps = ix.cps[:len(ix.cps)+int(used)]
@@ -247,11 +246,7 @@ func (ix *inflater) advance() error {
 // data: the last one at or before start, the first one at or after end
 // (either -1 for none).
 func (ix *inflater) align(start, end int64) {
-	room := ix.room()
-	if len(room) < 2*C.HERMES_GZ_RECORD {
-		ix.cps = append(make([]byte, 0, 2*cap(ix.cps)+2*C.HERMES_GZ_RECORD), ix.cps...)
-		room = ix.cps[len(ix.cps):cap(ix.cps)]
-	}
+	room := ix.room(2)
 	n := C.hermes_gz_align(ix.g, C.int64_t(start), C.int64_t(end), (*C.uchar)(unsafe.Pointer(&room[0])), C.size_t(len(room)))
 	ix.cps = ix.cps[:len(ix.cps)+int(n)*C.HERMES_GZ_RECORD]
 	ix.checkpoints()
@@ -270,7 +265,7 @@ func (ix *inflater) readChunk() (int, error) {
 	case err != nil:
 		return 0, err
 	}
-	ix.chunkStart, ix.chunkEnd = ix.chunkEnd, ix.chunkEnd+int64(n)
+	ix.chunkEnd += int64(n)
 	ix.appendPending(ix.in[:n])
 	return n, nil
 }
