@@ -123,7 +123,7 @@ type MetadataStore interface {
 }
 
 // WatchMetadata registers gauges of the in-memory file trees with reg.
-func (m *Metrics) WatchMetadata(reg prometheus.Registerer, s MetadataStore) {
+func WatchMetadata(reg prometheus.Registerer, s MetadataStore) {
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "hermes_snapshotter_metadata_memory_entries",

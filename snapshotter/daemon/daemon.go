@@ -79,7 +79,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	metrics.WatchMetadata(reg, soci.meta)
+	snapshotter.WatchMetadata(reg, soci.meta)
 	closeSoci := func() {
 		if err := soci.Close(); err != nil {
 			log.Error(err, "closing soci")
