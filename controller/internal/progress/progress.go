@@ -1,4 +1,4 @@
-// Package progress renders build.Progress events for a terminal or a log:
+// Package progress renders builder.Progress events for a terminal or a log:
 // on a terminal one line per layer, redrawn in place; elsewhere one line per
 // state change.
 package progress
@@ -12,30 +12,30 @@ import (
 	"github.com/containerd/platforms"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/hermes-oci/hermes/controller/build"
+	"github.com/hermes-oci/hermes/controller/builder"
 )
 
 // Display turns progress events into text. Its Update method is safe for
-// concurrent use and can be passed as build.Request.Progress.
+// concurrent use and can be passed as builder.Request.Progress.
 type Display struct {
 	w   io.Writer
 	tty bool
 
 	mu     sync.Mutex
 	order  []string
-	layers map[string]build.Progress
+	layers map[string]builder.Progress
 	drawn  int // lines drawn by the last redraw (tty)
 }
 
 // New returns a Display writing to w; tty selects in-place redrawing.
 func New(w io.Writer, tty bool) *Display {
-	return &Display{w: w, tty: tty, layers: map[string]build.Progress{}}
+	return &Display{w: w, tty: tty, layers: map[string]builder.Progress{}}
 }
 
-func key(p build.Progress) string { return p.Manifest.String() + "/" + fmt.Sprint(p.Layer) }
+func key(p builder.Progress) string { return p.Manifest.String() + "/" + fmt.Sprint(p.Layer) }
 
 // Update records one event.
-func (d *Display) Update(p build.Progress) {
+func (d *Display) Update(p builder.Progress) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	k := key(p)
@@ -76,18 +76,18 @@ func (d *Display) redraw() {
 }
 
 // Line formats one layer's state.
-func Line(p build.Progress) string {
+func Line(p builder.Progress) string {
 	head := fmt.Sprintf("%s layer %d/%d %s %9s", platforms.Format(p.Platform), p.Layer+1, p.Layers, short(p.Digest), mb(p.Size))
 	switch p.State {
-	case build.LayerFetching:
+	case builder.LayerFetching:
 		pct := 0.0
 		if p.Size > 0 {
 			pct = 100 * float64(p.Done) / float64(p.Size)
 		}
 		return fmt.Sprintf("%s  fetching %5.1f%% %s", head, pct, bar(pct))
-	case build.LayerBuilt:
+	case builder.LayerBuilt:
 		return fmt.Sprintf("%s  built    ztoc %s", head, short(p.Ztoc))
-	case build.LayerSkipped, build.LayerFailed:
+	case builder.LayerSkipped, builder.LayerFailed:
 		return fmt.Sprintf("%s  %-8s %s", head, p.State, p.Reason)
 	default:
 		return fmt.Sprintf("%s  %s", head, p.State)

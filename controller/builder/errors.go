@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"context"
@@ -70,6 +70,11 @@ func classify(ctx context.Context, s side, err error) error {
 	var resp *errcode.ErrorResponse
 	if errors.As(err, &resp) {
 		switch {
+		case s == cacheWrite && blobVanished(resp):
+			// The cache's garbage collector removed a blob this build had
+			// found there (or an upload session it had started) before the
+			// manifest naming it arrived: pushing again uploads it anew.
+			return fmt.Errorf("%w: the cache registry no longer has a blob this push relies on (garbage collected meanwhile): %w", ErrUnavailable, err)
 		case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
 			if s == cacheWrite {
 				return fmt.Errorf("%w: %w: %w", ErrCacheWriteRefused, ErrUnauthorized, err)
@@ -100,4 +105,39 @@ func classify(ctx context.Context, s side, err error) error {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err
+}
+
+// blobVanished reports whether a cache write failed because a blob or upload
+// it relied on is gone.
+func blobVanished(resp *errcode.ErrorResponse) bool {
+	for _, e := range resp.Errors {
+		switch e.Code {
+		case "MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "BLOB_UPLOAD_UNKNOWN":
+			return true
+		}
+	}
+	return false
+}
+
+// Retryable reports whether a build that failed with err may succeed if
+// tried again later without any change: a registry that was unreachable,
+// slow, overloaded or failing (timeouts, connection resets, 5xx, 429), a
+// build cut short (cancelled, deadline), a full temp disk. Refusals (401,
+// 403), missing images (404), content Hermes cannot index and invalid
+// requests are terminal: only a change of the request (its credentials,
+// settings or image) can make them succeed. Unknown errors count as
+// retryable, so nothing is given up on by mistake; callers back off.
+func Retryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	for _, terminal := range []error{ErrUnauthorized, ErrNotFound, ErrUnsupportedMediaType, ErrInvalidRequest,
+		ErrInvalidLayer, ErrDigestMismatch, ErrCacheWriteRefused} {
+		if errors.Is(err, terminal) {
+			// A cache that refuses a write with 5xx or 429 is unavailable
+			// (classify says ErrUnavailable then), not refused.
+			return false
+		}
+	}
+	return true
 }

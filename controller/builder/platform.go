@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"bytes"
@@ -9,18 +9,21 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/awslabs/soci-snapshotter/soci"
 	"github.com/awslabs/soci-snapshotter/ztoc"
+	"github.com/containerd/platforms"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 	"oras.land/oras-go/v2/registry/remote"
+
+	"github.com/hermes-oci/hermes/registry/artifacts"
 )
 
 // run is the state of one Build call.
@@ -29,16 +32,16 @@ type run struct {
 	settings Settings
 	origin   *remote.Repository
 	cache    *remote.Repository
+	catalog  *remote.Repository // the zTOC catalog (artifacts.ZtocCatalog)
 	dir      string
 	progress func(Progress)
 
 	mu    sync.Mutex
 	built map[digest.Digest]*builtLayer // by layer digest, shared by platforms
-
-	marshal sync.Mutex // one zTOC serialized at a time (see keepZtoc)
 }
 
-// builtLayer is a zTOC waiting in a temp file to be pushed.
+// builtLayer is a layer's zTOC: in a temp file (path) while it is being
+// built, in the catalog once recorded.
 type builtLayer struct {
 	ztoc ocispec.Descriptor // digest and size
 	path string
@@ -55,10 +58,16 @@ func (r *run) platform(ctx context.Context, t target) (*PlatformResult, error) {
 		return nil, err
 	} else if existing != nil {
 		pr.Index, pr.Existed = existing, true
+		if ok, err := r.cache.Manifests().Exists(ctx, subject); err == nil && !ok {
+			// An index built before images were mirrored: mirror it now.
+			if _, body, err := r.fetchImageManifest(ctx, t.desc); err == nil {
+				pr.Warnings = append(pr.Warnings, r.mirror(ctx, subject, body)...)
+			}
+		}
 		return pr, nil
 	}
 
-	manifest, err := r.fetchImageManifest(ctx, t.desc)
+	manifest, body, err := r.fetchImageManifest(ctx, t.desc)
 	if err != nil {
 		return nil, err
 	}
@@ -98,6 +107,7 @@ func (r *run) platform(ctx context.Context, t target) (*PlatformResult, error) {
 		return cmp.Or(cmp.Compare(manifest.Layers[b].Size, manifest.Layers[a].Size), cmp.Compare(a, b))
 	})
 	reported := make([]bool, len(manifest.Layers)) // "built" already reported; distinct i per goroutine
+	reused := make([]bool, len(manifest.Layers))   // the zTOC came from the catalog
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.b.cfg.Concurrency)
 	for _, i := range order {
@@ -106,7 +116,7 @@ func (r *run) platform(ctx context.Context, t target) (*PlatformResult, error) {
 			if bl := r.lookup(l.Digest); bl != nil {
 				return nil // built for an earlier platform of this image
 			}
-			bl, err := r.layer(gctx, l, algo, func(p Progress) { report(i, p) })
+			bl, was, err := r.ztoc(gctx, l, algo, func(p Progress) { report(i, p) })
 			if err != nil {
 				report(i, Progress{State: LayerFailed, Reason: err.Error()})
 				return fmt.Errorf("layer %d (%s): %w", i, l.Digest, err)
@@ -114,7 +124,12 @@ func (r *run) platform(ctx context.Context, t target) (*PlatformResult, error) {
 			r.mu.Lock()
 			r.built[l.Digest] = bl
 			r.mu.Unlock()
-			report(i, Progress{State: LayerBuilt, Done: l.Size, Ztoc: bl.ztoc.Digest})
+			reused[i] = was
+			done := l.Size
+			if was {
+				done = 0 // nothing fetched: the zTOC was in the catalog
+			}
+			report(i, Progress{State: LayerBuilt, Done: done, Reused: was, Ztoc: bl.ztoc.Digest})
 			reported[i] = true
 			return nil
 		})
@@ -131,9 +146,9 @@ func (r *run) platform(ctx context.Context, t target) (*PlatformResult, error) {
 		}
 		bl := r.lookup(l.Digest)
 		desc := r.ztocDescriptor(l, bl)
-		pr.Layers[i].State, pr.Layers[i].Ztoc = LayerBuilt, &desc
+		pr.Layers[i].State, pr.Layers[i].Ztoc, pr.Layers[i].Reused = LayerBuilt, &desc, reused[i]
 		if !reported[i] { // a repeated layer, or one built for another platform
-			report(i, Progress{State: LayerBuilt, Done: l.Size, Ztoc: bl.ztoc.Digest})
+			report(i, Progress{State: LayerBuilt, Ztoc: bl.ztoc.Digest, Reused: true})
 		}
 		blobs = append(blobs, desc)
 		files = append(files, bl)
@@ -142,9 +157,14 @@ func (r *run) platform(ctx context.Context, t target) (*PlatformResult, error) {
 		return pr, nil // nothing to index: every layer was skipped
 	}
 
+	// The image manifest goes in before its index, so that whoever
+	// discovers the index can read its subject from the cache too.
+	pr.Warnings = append(pr.Warnings, r.mirror(ctx, subject, body)...)
 	index := soci.NewIndex(soci.V1, blobs, &subject, map[string]string{
-		soci.IndexAnnotationBuildToolIdentifier: r.settings.BuildToolIdentifier,
-		indexAnnotationSettings:                 r.settings.annotation(),
+		artifacts.AnnotationBuildTool: r.settings.BuildToolIdentifier,
+		artifacts.AnnotationSettings:  r.settings.Annotation(),
+		artifacts.AnnotationPlatform:  platforms.Format(platforms.Normalize(t.platform)),
+		artifacts.AnnotationCreated:   r.b.cfg.Now().UTC().Format(time.RFC3339Nano),
 	})
 	desc, err := r.push(ctx, index, files)
 	if err != nil {
@@ -180,67 +200,57 @@ func (r *run) ztocDescriptor(layer ocispec.Descriptor, bl *builtLayer) ocispec.D
 }
 
 // fetchImageManifest fetches and parses a platform manifest.
-func (r *run) fetchImageManifest(ctx context.Context, desc ocispec.Descriptor) (*ocispec.Manifest, error) {
+func (r *run) fetchImageManifest(ctx context.Context, desc ocispec.Descriptor) (*ocispec.Manifest, []byte, error) {
 	_, body, err := fetchManifest(ctx, r.origin, desc.Digest.String())
 	if err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+		return nil, nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
 	var m ocispec.Manifest
 	if err := json.Unmarshal(body, &m); err != nil {
-		return nil, fmt.Errorf("%w: manifest %s: %w", ErrUnsupportedMediaType, desc.Digest, err)
+		return nil, nil, fmt.Errorf("%w: manifest %s: %w", ErrUnsupportedMediaType, desc.Digest, err)
 	}
-	return &m, nil
+	return &m, body, nil
+}
+
+// mirror stores an image manifest (or index) in the cache by digest,
+// without its layers or config, so that users inspect the cache with oras
+// discover and crane as if the image lived there; layers stay a 404, which
+// sends clients using the cache as a mirror on to the origin. It is best
+// effort: a cache that refuses (an older registry checks that the layers
+// are present) leaves a warning, not a failed build.
+func (r *run) mirror(ctx context.Context, desc ocispec.Descriptor, body []byte) []string {
+	if err := mirrorManifest(ctx, r.cache, desc, body); err != nil {
+		return []string{fmt.Sprintf("image manifest %s not stored in the cache (oras discover needs it there): %v", desc.Digest, err)}
+	}
+	return nil
+}
+
+func mirrorManifest(ctx context.Context, cache *remote.Repository, desc ocispec.Descriptor, body []byte) error {
+	d := ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: int64(len(body))}
+	if ok, err := cache.Manifests().Exists(ctx, d); err == nil && ok {
+		return nil
+	}
+	return classify(ctx, cacheWrite, cache.Manifests().Push(ctx, d, bytes.NewReader(body)))
 }
 
 // existingIndex returns the SOCI index already in the cache for subject with
 // the same settings, or nil.
 func (r *run) existingIndex(ctx context.Context, subject ocispec.Descriptor) (*ocispec.Descriptor, error) {
-	var found *ocispec.Descriptor
-	errFound := errors.New("found")
-	err := r.cache.Referrers(ctx, subject, soci.SociIndexArtifactTypeV1, func(refs []ocispec.Descriptor) error {
-		for _, d := range refs {
-			ann := d.Annotations
-			if ann == nil {
-				// A registry that leaves annotations out of the referrers
-				// list: read them from the index itself.
-				var err error
-				if ann, err = r.indexAnnotations(ctx, d); err != nil {
-					return err
-				}
-			}
-			if ann[indexAnnotationSettings] == r.settings.annotation() &&
-				ann[soci.IndexAnnotationBuildToolIdentifier] == r.settings.BuildToolIdentifier {
-				d := d
-				found = &d
-				return errFound
-			}
-		}
-		return nil
+	d, err := artifacts.FindIndex(ctx, r.cache, subject.Digest, artifacts.Selector{
+		Settings: r.settings.Annotation(), BuildTool: r.settings.BuildToolIdentifier,
 	})
-	if err != nil && !errors.Is(err, errFound) {
-		err = classify(ctx, cacheRead, err)
-		if errors.Is(err, ErrNotFound) {
-			return nil, nil // no repository yet
-		}
-		return nil, fmt.Errorf("cache referrers of %s: %w", subject.Digest, err)
+	if errors.Is(err, artifacts.ErrNoIndex) {
+		return nil, nil
 	}
-	return found, nil
-}
-
-func (r *run) indexAnnotations(ctx context.Context, d ocispec.Descriptor) (map[string]string, error) {
-	_, body, err := fetchManifest(ctx, r.cache, d.Digest.String())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cache: %w", classify(ctx, cacheRead, err))
 	}
-	var m ocispec.Manifest
-	if err := json.Unmarshal(body, &m); err != nil {
-		return nil, nil // not ours to judge; treat as a different index
-	}
-	return m.Annotations, nil
+	return &d, nil
 }
 
-// push uploads the zTOCs, the empty config and then the index manifest, so
-// the index becomes visible only when everything it points to is there.
+// push puts the zTOCs (from the catalog), the empty config and then the
+// index manifest in the image's repository, so the index becomes visible
+// only when everything it points to is there.
 func (r *run) push(ctx context.Context, index *soci.Index, files []*builtLayer) (*ocispec.Descriptor, error) {
 	seen := map[digest.Digest]bool{}
 	for _, f := range files {
@@ -248,12 +258,12 @@ func (r *run) push(ctx context.Context, index *soci.Index, files []*builtLayer) 
 			continue
 		}
 		seen[f.ztoc.Digest] = true
-		if err := r.pushBlob(ctx, f.ztoc, func() (io.ReadCloser, error) { return os.Open(f.path) }); err != nil {
-			return nil, fmt.Errorf("push zTOC %s: %w", f.ztoc.Digest, err)
+		if err := r.mountZtoc(ctx, f.ztoc); err != nil {
+			return nil, fmt.Errorf("zTOC %s: %w", f.ztoc.Digest, err)
 		}
 	}
 	config := []byte("{}")
-	if err := r.pushBlob(ctx, index.Config, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(config)), nil }); err != nil {
+	if err := pushBlob(ctx, r.cache, index.Config, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(config)), nil }); err != nil {
 		return nil, fmt.Errorf("push index config: %w", err)
 	}
 	body, err := soci.MarshalIndex(index)
@@ -272,8 +282,9 @@ func (r *run) push(ctx context.Context, index *soci.Index, files []*builtLayer) 
 	return &desc, nil
 }
 
-func (r *run) pushBlob(ctx context.Context, desc ocispec.Descriptor, open func() (io.ReadCloser, error)) error {
-	ok, err := r.cache.Blobs().Exists(ctx, desc)
+// pushBlob pushes a blob into repo unless it is there.
+func pushBlob(ctx context.Context, repo *remote.Repository, desc ocispec.Descriptor, open func() (io.ReadCloser, error)) error {
+	ok, err := repo.Blobs().Exists(ctx, desc)
 	if err != nil {
 		return classify(ctx, cacheWrite, err)
 	}
@@ -285,7 +296,7 @@ func (r *run) pushBlob(ctx context.Context, desc ocispec.Descriptor, open func()
 		return err
 	}
 	defer rc.Close()
-	return classify(ctx, cacheWrite, r.cache.Blobs().Push(ctx, desc, rc))
+	return classify(ctx, cacheWrite, repo.Blobs().Push(ctx, desc, rc))
 }
 
 // shouldDisableXattrs is soci's xattr optimization rule: a layer without any

@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"bytes"
@@ -8,22 +8,25 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/awslabs/soci-snapshotter/soci"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/errcode"
+
+	"github.com/hermes-oci/hermes/registry/artifacts"
 )
 
 func TestLayerPlan(t *testing.T) {
-	s, err := Settings{MinLayerSize: 100}.withDefaults()
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := DefaultSettings()
+	s.MinLayerSize = 100
 	for _, tc := range []struct {
 		mediaType string
 		size      int64
@@ -53,29 +56,32 @@ func TestLayerPlan(t *testing.T) {
 }
 
 func TestSettings(t *testing.T) {
-	s, err := Settings{}.withDefaults()
-	if err != nil {
+	s := DefaultSettings()
+	if err := s.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if s.MinLayerSize != DefaultMinLayerSize || s.SpanSize != DefaultSpanSize || s.BuildToolIdentifier != DefaultBuildToolIdentifier ||
-		s.AlignFilesFrom != DefaultAlignFilesFrom {
-		t.Fatalf("defaults: %+v", s)
-	}
-	if got := s.annotation(); got != "min-layer-size=10485760,span-size=4194304,align-files-from=1048576,optimizations=" {
+	if got := s.Annotation(); got != "min-layer-size=10485760,span-size=4194304,align-files-from=1048576,optimizations=" {
 		t.Errorf("annotation %q", got)
 	}
-	if s, _ := (Settings{SpanSize: 1 << 20}).withDefaults(); s.AlignFilesFrom != 256<<10 {
+	if s := s.WithSpanSize(1 << 20); s.AlignFilesFrom != 256<<10 || s.SpanSize != 1<<20 {
 		t.Errorf("span 1 MiB: files aligned from %d, want a quarter span", s.AlignFilesFrom)
 	}
-	if s, _ := (Settings{AlignFilesFrom: -5}).withDefaults(); s.AlignFilesFrom != -1 || strings.Contains(s.annotation(), "align") {
-		t.Errorf("alignment off: %d, annotation %q", s.AlignFilesFrom, s.annotation())
+	off := s
+	off.AlignFilesFrom = 0
+	if off.WithSpanSize(1<<20).AlignFilesFrom != 0 || strings.Contains(off.Annotation(), "align") {
+		t.Errorf("alignment off: %d, annotation %q", off.AlignFilesFrom, off.Annotation())
+	}
+	zero := s
+	zero.MinLayerSize = 0 // every layer: zero is a value, not "default"
+	if err := zero.Validate(); err != nil || !strings.HasPrefix(zero.Annotation(), "min-layer-size=0,") {
+		t.Errorf("min layer size 0: %v, %q", err, zero.Annotation())
 	}
 	s.XAttrOptimization = true
-	if got := s.annotation(); !strings.HasSuffix(got, "optimizations=xattr") {
+	if got := s.Annotation(); !strings.HasSuffix(got, "optimizations=xattr") {
 		t.Errorf("annotation %q", got)
 	}
-	for _, bad := range []Settings{{MinLayerSize: -1}, {SpanSize: 100}} {
-		if _, err := bad.withDefaults(); !errors.Is(err, ErrInvalidRequest) {
+	for _, bad := range []Settings{{MinLayerSize: -1, SpanSize: 1 << 20, BuildToolIdentifier: "x"}, {SpanSize: 100, BuildToolIdentifier: "x"}, {}, {SpanSize: 1 << 20}} {
+		if err := bad.Validate(); !errors.Is(err, ErrInvalidRequest) {
 			t.Errorf("%+v: got %v, want ErrInvalidRequest", bad, err)
 		}
 	}
@@ -176,5 +182,57 @@ func TestSecretCredentials(t *testing.T) {
 	}
 	if _, err := SecretCredentials([]byte(`{"kind":"Secret","type":"Opaque","data":{}}`)); !errors.Is(err, ErrInvalidRequest) {
 		t.Errorf("opaque secret: %v", err)
+	}
+}
+
+// TestArtifactNames: the cgo-free registry/artifacts spells soci's names
+// itself; they must stay soci's.
+func TestArtifactNames(t *testing.T) {
+	if artifacts.SOCIIndexV1 != soci.SociIndexArtifactTypeV1 || artifacts.SOCIIndexV2 != soci.SociIndexArtifactTypeV2 ||
+		artifacts.AnnotationBuildTool != soci.IndexAnnotationBuildToolIdentifier {
+		t.Fatal("registry/artifacts and soci disagree on artifact types or annotations")
+	}
+}
+
+func TestRetryable(t *testing.T) {
+	ctx := context.Background()
+	resp := func(code int) error {
+		return &errcode.ErrorResponse{Method: http.MethodGet, URL: &url.URL{Host: "r"}, StatusCode: code}
+	}
+	coded := func(status int, code string) error {
+		return &errcode.ErrorResponse{Method: http.MethodPut, URL: &url.URL{Host: "r"}, StatusCode: status, Errors: errcode.Errors{{Code: code}}}
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	for name, c := range map[string]struct {
+		err  error
+		want bool
+	}{
+		"503":                {classify(ctx, origin, resp(http.StatusServiceUnavailable)), true},
+		"500 from cache":     {classify(ctx, cacheWrite, resp(http.StatusInternalServerError)), true},
+		"429":                {classify(ctx, origin, resp(http.StatusTooManyRequests)), true},
+		"connection reset":   {classify(ctx, origin, &net.OpError{Op: "read", Err: syscall.ECONNRESET}), true},
+		"timeout":            {classify(ctx, origin, &net.DNSError{IsTimeout: true}), true},
+		"cancelled":          {classify(cancelled, origin, context.Canceled), true},
+		"deadline":           {classify(ctx, origin, context.DeadlineExceeded), true},
+		"cut body":           {fetchError(ctx, io.ErrUnexpectedEOF), true},
+		"disk full":          {fmt.Errorf("temp file: %w", syscall.ENOSPC), true},
+		"401":                {classify(ctx, origin, resp(http.StatusUnauthorized)), false},
+		"403":                {classify(ctx, origin, resp(http.StatusForbidden)), false},
+		"404":                {classify(ctx, origin, resp(http.StatusNotFound)), false},
+		"no credential":      {classify(ctx, origin, auth.ErrBasicCredentialNotFound), false},
+		"cache refuses 401":  {classify(ctx, cacheWrite, resp(http.StatusUnauthorized)), false},
+		"cache refuses 400":  {classify(ctx, cacheWrite, resp(http.StatusBadRequest)), false},
+		"blob collected":     {classify(ctx, cacheWrite, coded(http.StatusBadRequest, "MANIFEST_BLOB_UNKNOWN")), true},
+		"upload collected":   {classify(ctx, cacheWrite, coded(http.StatusNotFound, "BLOB_UPLOAD_UNKNOWN")), true},
+		"unsupported media":  {fmt.Errorf("%w: helm chart", ErrUnsupportedMediaType), false},
+		"invalid request":    {fmt.Errorf("%w: bad reference", ErrInvalidRequest), false},
+		"corrupt at origin":  {fmt.Errorf("blob: %w", ErrDigestMismatch), false},
+		"not a tar":          {fmt.Errorf("%w: header", ErrInvalidLayer), false},
+		"nil is not a retry": {nil, false},
+	} {
+		if got := Retryable(c.err); got != c.want {
+			t.Errorf("%s (%v): Retryable = %v, want %v", name, c.err, got, c.want)
+		}
 	}
 }

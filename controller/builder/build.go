@@ -1,6 +1,7 @@
-package build
+package builder
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,18 +16,39 @@ import (
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/singleflight"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/retry"
 
+	"github.com/hermes-oci/hermes/registry/artifacts"
 	"github.com/hermes-oci/hermes/registry/names"
 )
+
+// Interface is what callers of the builder need: Build. *Builder
+// implements it, and buildertest.Fake does in memory; buildertest.Run
+// checks that both behave the same.
+type Interface interface {
+	// Resolve says which platform manifests Build would index for req
+	// (req.Image, Platforms, AllPlatforms, OriginCredentials), without
+	// building: a tag resolved to its digest now.
+	Resolve(ctx context.Context, req Request) (*Resolved, error)
+	// Build indexes the image req names into the cache registry. Errors
+	// wrap one of the Err kinds; Retryable tells whether to try again.
+	Build(ctx context.Context, req Request) (*Result, error)
+	// Publish stores what req.Image names (an image index or manifest)
+	// in the cache under req.Image's tag, for people inspecting the cache.
+	Publish(ctx context.Context, req Request) error
+}
 
 // Builder builds SOCI indexes from registry images into the cache registry.
 // It is safe for concurrent use; each Build bounds its own layer concurrency.
 type Builder struct {
-	cfg Config
+	cfg    Config
+	layers singleflight.Group // layer+settings -> *builtLayer: one build of a shared layer at a time
 }
+
+var _ Interface = (*Builder)(nil)
 
 // New returns a Builder for cfg.
 func New(cfg Config) (*Builder, error) {
@@ -50,44 +72,31 @@ type target struct {
 // manifest, and pushes the indexes to the cache registry. On error nothing
 // of the failing platform is pushed; platforms completed before it stay.
 func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
-	settings, err := req.Settings.withDefaults()
-	if err != nil {
+	settings := req.Settings
+	if err := settings.Validate(); err != nil {
 		return nil, err
 	}
 	if b.cfg.StageLayers {
-		settings.AlignFilesFrom = -1 // soci's builder places checkpoints every span only
+		settings.AlignFilesFrom = 0 // soci's builder places checkpoints every span only
 	}
-	named, err := names.ParseReference(req.Image)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
-	}
-	cacheRepoName := names.Repository(named)
-	originRepo, err := b.repository(reference.Domain(named), reference.Path(named), req.OriginCredentials)
+	named, originRepo, err := b.origin(req)
 	if err != nil {
 		return nil, err
 	}
-	cacheRepo, err := b.repository(b.cfg.CacheHost, cacheRepoName, b.cfg.CacheCredentials)
+	cacheLocator, cacheRepo, err := b.cacheRepository(named)
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Reference: named.String(), CacheRepository: b.cfg.CacheHost + "/" + cacheRepoName}
-
-	tag := ""
-	if t, ok := named.(reference.Tagged); ok {
-		tag = t.Tag()
-	}
-	if d, ok := named.(reference.Digested); ok {
-		tag = d.Digest().String()
-	}
-	top, body, err := fetchManifest(ctx, originRepo, tag)
+	catalog, err := b.repository(b.cfg.CacheHost+"/"+artifacts.ZtocCatalog, b.cfg.CacheCredentials)
 	if err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", named, err)
+		return nil, err
+	}
+	res := &Result{Reference: named.String(), CacheRepository: cacheLocator}
+	top, topBody, targets, err := b.resolve(ctx, named, originRepo, req)
+	if err != nil {
+		return nil, err
 	}
 	res.Digest = top.Digest
-	targets, err := b.selectTargets(ctx, originRepo, top, body, req)
-	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", named, err)
-	}
 
 	// Every temporary file of this build lives below dir, so one RemoveAll
 	// cleans up after success, errors and cancellation alike.
@@ -102,6 +111,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 		settings: settings,
 		origin:   originRepo,
 		cache:    cacheRepo,
+		catalog:  catalog,
 		dir:      dir,
 		progress: req.Progress,
 		built:    map[digest.Digest]*builtLayer{},
@@ -113,14 +123,118 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 		}
 		res.Platforms = append(res.Platforms, *pr)
 	}
+	if tagged, ok := named.(reference.Tagged); ok && len(res.Platforms) > 0 {
+		if err := publishTag(ctx, cacheRepo, top, topBody, tagged.Tag()); err != nil {
+			res.Warnings = append(res.Warnings, err.Error())
+		}
+	}
 	return res, nil
 }
 
-// repository returns an oras client for host/path with credentials.
-func (b *Builder) repository(host, path string, cred auth.CredentialFunc) (*remote.Repository, error) {
-	repo, err := remote.NewRepository(host + "/" + path)
+// Resolve implements Interface.
+func (b *Builder) Resolve(ctx context.Context, req Request) (*Resolved, error) {
+	named, originRepo, err := b.origin(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: repository %s/%s: %w", ErrInvalidRequest, host, path, err)
+		return nil, err
+	}
+	top, _, targets, err := b.resolve(ctx, named, originRepo, req)
+	if err != nil {
+		return nil, err
+	}
+	out := &Resolved{Reference: named.String(), Digest: top.Digest, MediaType: top.MediaType}
+	for _, t := range targets {
+		out.Platforms = append(out.Platforms, PlatformManifest{Platform: t.platform, Manifest: ocispec.Descriptor{
+			MediaType: t.desc.MediaType, Digest: t.desc.Digest, Size: t.desc.Size}})
+	}
+	return out, nil
+}
+
+// resolve fetches what named names at the origin and selects the platform
+// manifests to index.
+func (b *Builder) resolve(ctx context.Context, named reference.Named, originRepo *remote.Repository, req Request) (ocispec.Descriptor, []byte, []target, error) {
+	tag := ""
+	if t, ok := named.(reference.Tagged); ok {
+		tag = t.Tag()
+	}
+	if d, ok := named.(reference.Digested); ok {
+		tag = d.Digest().String()
+	}
+	top, body, err := fetchManifest(ctx, originRepo, tag)
+	if err != nil {
+		return top, nil, nil, fmt.Errorf("resolve %s: %w", named, err)
+	}
+	targets, err := b.selectTargets(ctx, originRepo, top, body, req)
+	if err != nil {
+		return top, nil, nil, fmt.Errorf("image %s: %w", named, err)
+	}
+	return top, body, targets, nil
+}
+
+// Publish implements Interface.
+func (b *Builder) Publish(ctx context.Context, req Request) error {
+	named, originRepo, err := b.origin(req)
+	if err != nil {
+		return err
+	}
+	tagged, ok := named.(reference.Tagged)
+	if !ok {
+		return fmt.Errorf("%w: %s has no tag to publish", ErrInvalidRequest, named)
+	}
+	_, cacheRepo, err := b.cacheRepository(named)
+	if err != nil {
+		return err
+	}
+	ref := tagged.Tag()
+	if d, ok := named.(reference.Digested); ok {
+		ref = d.Digest().String()
+	}
+	top, body, err := fetchManifest(ctx, originRepo, ref)
+	if err != nil {
+		return fmt.Errorf("resolve %s: %w", named, err)
+	}
+	return publishTag(ctx, cacheRepo, top, body, tagged.Tag())
+}
+
+// publishTag stores a top-level manifest by digest and tags it.
+func publishTag(ctx context.Context, cache *remote.Repository, top ocispec.Descriptor, body []byte, tag string) error {
+	if err := mirrorManifest(ctx, cache, top, body); err != nil {
+		return fmt.Errorf("store %s in the cache: %w", top.Digest, err)
+	}
+	d := ocispec.Descriptor{MediaType: top.MediaType, Digest: top.Digest, Size: int64(len(body))}
+	if err := cache.Manifests().PushReference(ctx, d, bytes.NewReader(body), tag); err != nil {
+		return fmt.Errorf("tag %s as %s in the cache: %w", top.Digest, tag, classify(ctx, cacheWrite, err))
+	}
+	return nil
+}
+
+// origin parses req.Image and returns a client for its repository at its
+// registry, with req's credentials.
+func (b *Builder) origin(req Request) (reference.Named, *remote.Repository, error) {
+	named, err := names.ParseReference(req.Image)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	repo, err := b.repository(reference.Domain(named)+"/"+reference.Path(named), req.OriginCredentials)
+	return named, repo, err
+}
+
+// cacheRepository returns the locator of named's artifacts in the cache
+// and a client for it.
+func (b *Builder) cacheRepository(named reference.Named) (string, *remote.Repository, error) {
+	loc, err := artifacts.Locator(b.cfg.CacheHost, named.String())
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	repo, err := b.repository(loc, b.cfg.CacheCredentials)
+	return loc, repo, err
+}
+
+// repository returns an oras client for locator (host/path) with
+// credentials.
+func (b *Builder) repository(locator string, cred auth.CredentialFunc) (*remote.Repository, error) {
+	repo, err := remote.NewRepository(locator)
+	if err != nil {
+		return nil, fmt.Errorf("%w: repository %s: %w", ErrInvalidRequest, locator, err)
 	}
 	base := b.cfg.HTTPClient
 	if base == nil {
@@ -132,7 +246,7 @@ func (b *Builder) repository(host, path string, cred auth.CredentialFunc) (*remo
 		Cache:      auth.NewCache(),
 		Credential: cred,
 	}
-	repo.PlainHTTP = b.cfg.PlainHTTP(host)
+	repo.PlainHTTP = b.cfg.PlainHTTP(repo.Reference.Registry)
 	return repo, nil
 }
 
@@ -278,11 +392,6 @@ func configPlatform(ctx context.Context, repo *remote.Repository, desc ocispec.D
 	}
 	return cfg.Platform, nil
 }
-
-// indexAnnotationSettings records the Settings on each index manifest Hermes
-// pushes. Upstream tools ignore it; Build compares it to decide whether an
-// index already exists.
-const indexAnnotationSettings = "dev.hermes.soci.settings"
 
 // errSkip marks a layer that gets no zTOC; the message is the reason.
 var errSkip = errors.New("skipped")

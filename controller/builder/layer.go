@@ -1,19 +1,20 @@
-package build
+package builder
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/awslabs/soci-snapshotter/ztoc"
 	"github.com/awslabs/soci-snapshotter/ztoc/compression"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/hermes-oci/hermes/controller/build/gzindex"
+	"github.com/hermes-oci/hermes/controller/builder/gzindex"
+	"github.com/hermes-oci/hermes/controller/builder/ztocfb"
 )
 
 // progressStep is how many fetched bytes pass between two progress events.
@@ -30,18 +31,28 @@ func (r *run) layer(ctx context.Context, l ocispec.Descriptor, algo string, repo
 	return r.stagedLayer(ctx, l, algo, report)
 }
 
-// streamLayer indexes a gzip layer while it downloads: no temp file, one
-// inflate, the digest verified before the zTOC is kept.
+// streamLayer indexes a gzip layer while it downloads: no temp file for the
+// layer, one inflate, the digest verified before the zTOC is kept. The
+// checkpoints, a 32 KiB window each and so the bulk of a large layer's
+// zTOC, go to a temp file as they are made, so that memory does not grow
+// with the layer.
 func (r *run) streamLayer(ctx context.Context, l ocispec.Descriptor, report func(Progress)) (*builtLayer, error) {
 	rc, vr, err := r.open(ctx, l, report)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
+	spill, err := os.CreateTemp(r.dir, "checkpoints-*")
+	if err != nil {
+		return nil, fmt.Errorf("temp file: %w", err)
+	}
+	defer os.Remove(spill.Name())
+	defer spill.Close()
+
 	report(Progress{State: LayerFetching})
-	z, err := gzindex.BuildWith(vr, gzindex.Options{
+	s, err := gzindex.BuildSpilled(vr, gzindex.Options{
 		SpanSize: r.settings.SpanSize, BuildToolIdentifier: r.settings.BuildToolIdentifier, AlignFilesFrom: max(r.settings.AlignFilesFrom, 0),
-	})
+	}, spill)
 	if errors.Is(err, gzindex.ErrFormat) {
 		// Damaged in transit or damaged at the origin? The digest says.
 		if _, cerr := io.Copy(io.Discard, vr); cerr != nil {
@@ -52,6 +63,9 @@ func (r *run) streamLayer(ctx context.Context, l ocispec.Descriptor, report func
 		}
 		return nil, fmt.Errorf("%w: %w", ErrInvalidLayer, err)
 	}
+	if errors.Is(err, gzindex.ErrSpill) {
+		return nil, fmt.Errorf("temp file: %w", err)
+	}
 	if err != nil {
 		return nil, fetchError(ctx, err)
 	}
@@ -59,7 +73,8 @@ func (r *run) streamLayer(ctx context.Context, l ocispec.Descriptor, report func
 		return nil, err
 	}
 	report(Progress{State: LayerIndexing, Done: l.Size})
-	return r.keepZtoc(z)
+	cps, n := s.Checkpoints()
+	return r.keepZtoc(s.Ztoc, cps, n)
 }
 
 // stagedLayer fetches the layer into a temp file, verifying its digest while
@@ -89,33 +104,28 @@ func (r *run) stagedLayer(ctx context.Context, l ocispec.Descriptor, algo string
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidLayer, err)
 	}
-	return r.keepZtoc(z)
+	return r.keepZtoc(z, bytes.NewReader(z.Checkpoints), int64(len(z.Checkpoints)))
 }
 
-// keepZtoc serializes z into the build's temp dir for the push. soci's
-// Marshal builds the whole flatbuffer in memory (up to twice the zTOC's
-// size while it grows), so workers take turns: one zTOC in serialization at
-// a time bounds that part of the peak memory.
-func (r *run) keepZtoc(z *ztoc.Ztoc) (*builtLayer, error) {
-	r.marshal.Lock()
-	defer r.marshal.Unlock()
-	zr, desc, err := ztoc.Marshal(z)
-	if err != nil {
-		return nil, fmt.Errorf("marshal zTOC: %w", err)
-	}
-	path := filepath.Join(r.dir, "ztoc-"+desc.Digest.Encoded())
-	out, err := os.Create(path)
+// keepZtoc serializes z, with the n bytes of checkpoints read from cps
+// (z.Checkpoints is ignored), into the build's temp dir for the push. It
+// streams (ztocfb): the checkpoints are copied through, never held whole,
+// unlike soci's Marshal, which builds the whole flatbuffer in memory; the
+// bytes are the same.
+func (r *run) keepZtoc(z *ztoc.Ztoc, cps io.Reader, n int64) (*builtLayer, error) {
+	out, err := os.CreateTemp(r.dir, "ztoc-*")
 	if err != nil {
 		return nil, fmt.Errorf("temp file: %w", err)
 	}
-	_, err = io.Copy(out, zr)
-	if cerr := out.Close(); err == nil {
-		err = cerr
+	desc, err := ztocfb.Write(out, z, cps, n)
+	if cerr := out.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("temp file: %w", cerr)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("temp file: %w", err)
+		os.Remove(out.Name())
+		return nil, fmt.Errorf("serialize zTOC: %w", err)
 	}
-	return &builtLayer{ztoc: desc, path: path, disableXattrs: shouldDisableXattrs(z)}, nil
+	return &builtLayer{ztoc: desc, path: out.Name(), disableXattrs: shouldDisableXattrs(z)}, nil
 }
 
 // open starts downloading blob l and returns the body and a reader over it

@@ -19,6 +19,7 @@ import "C"
 
 import (
 	"archive/tar"
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -30,6 +31,12 @@ import (
 	"github.com/awslabs/soci-snapshotter/ztoc"
 	"github.com/awslabs/soci-snapshotter/ztoc/compression"
 	"github.com/opencontainers/go-digest"
+)
+
+// Sizes of the serialized checkpoints' header and of one record (gzindex.h).
+const (
+	headerSize = C.HERMES_GZ_HEADER
+	recordSize = C.HERMES_GZ_RECORD
 )
 
 // ErrFormat is wrapped by errors about the layer's content: not gzip, not
@@ -60,18 +67,68 @@ func Build(r io.Reader, spanSize int64, buildToolIdentifier string) (*ztoc.Ztoc,
 
 // BuildWith is Build with all options.
 func BuildWith(r io.Reader, o Options) (*ztoc.Ztoc, error) {
+	z, ix, err := build(r, o, nil)
+	if err != nil {
+		return nil, err
+	}
+	z.Checkpoints = ix.cps
+	return z, nil
+}
+
+// Spill is where BuildSpilled writes checkpoints, and reads them back from.
+// A temp file (*os.File) is one.
+type Spill interface {
+	io.Writer
+	io.ReaderAt
+}
+
+// Spilled is a zTOC whose checkpoints are in a Spill.
+type Spilled struct {
+	// Ztoc is the zTOC without its checkpoints (Checkpoints is nil).
+	Ztoc    *ztoc.Ztoc
+	header  []byte // the checkpoints' header; the records are in spill
+	spill   io.ReaderAt
+	records int64 // bytes of records in spill, from offset 0
+}
+
+// Checkpoints returns a reader of the zTOC's checkpoints, the bytes
+// ztoc.Ztoc.Checkpoints would hold, and how many there are.
+func (s *Spilled) Checkpoints() (io.Reader, int64) {
+	return io.MultiReader(bytes.NewReader(s.header), io.NewSectionReader(s.spill, 0, s.records)), int64(len(s.header)) + s.records
+}
+
+// BuildSpilled is BuildWith, except that the checkpoints, one 32 KiB
+// window each and so the bulk of a large layer's zTOC, are written to
+// spill (from its current position, which must be 0) as they are produced
+// instead of staying in memory: memory does not grow with the layer. An
+// error writing spill wraps ErrSpill.
+func BuildSpilled(r io.Reader, o Options, spill Spill) (*Spilled, error) {
+	z, ix, err := build(r, o, spill)
+	if err != nil {
+		return nil, err
+	}
+	return &Spilled{Ztoc: z, header: bytes.Clone(ix.cps[:C.HERMES_GZ_HEADER]), spill: spill, records: ix.spilled}, nil
+}
+
+// ErrSpill is wrapped by errors writing checkpoints to a Spill.
+var ErrSpill = errors.New("spill checkpoints")
+
+// build indexes r; the checkpoints are in ix.cps, or, with spill, their
+// header is and the records are in spill.
+func build(r io.Reader, o Options, spill io.Writer) (*ztoc.Ztoc, *inflater, error) {
 	align := o.AlignFilesFrom > 0
 	g := C.hermes_gz_new(C.int64_t(o.SpanSize), C.int(btoi(align)))
 	if g == nil {
-		return nil, errors.New("gzindex: out of memory")
+		return nil, nil, errors.New("gzindex: out of memory")
 	}
 	defer C.hermes_gz_free(g)
 	ix := &inflater{
-		g:   g,
-		src: r,
-		cps: make([]byte, C.HERMES_GZ_HEADER, C.HERMES_GZ_HEADER+8*C.HERMES_GZ_RECORD),
-		in:  unsafe.Slice((*byte)(unsafe.Pointer(&g.in[0])), C.HERMES_GZ_CHUNK),
-		out: unsafe.Slice((*byte)(unsafe.Pointer(&g.out[0])), C.HERMES_GZ_OUT),
+		g:     g,
+		src:   r,
+		cps:   make([]byte, C.HERMES_GZ_HEADER, C.HERMES_GZ_HEADER+8*C.HERMES_GZ_RECORD),
+		in:    unsafe.Slice((*byte)(unsafe.Pointer(&g.in[0])), C.HERMES_GZ_CHUNK),
+		out:   unsafe.Slice((*byte)(unsafe.Pointer(&g.out[0])), C.HERMES_GZ_OUT),
+		spill: spill,
 	}
 	var onFile func(*ztoc.FileMetadata)
 	largeEnd := int64(-1) // where the data of the entry before, a large file, ends
@@ -95,7 +152,7 @@ func BuildWith(r io.Reader, o Options) (*ztoc.Ztoc, error) {
 	}
 	files, tarSize, err := tarMetadata(ix, onFile)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if largeEnd >= 0 {
 		ix.align(-1, largeEnd)
@@ -103,14 +160,16 @@ func BuildWith(r io.Reader, o Options) (*ztoc.Ztoc, error) {
 	// The tar reader stops at the end-of-archive marker; checkpoints and
 	// span digests cover the whole blob.
 	if err := ix.drain(); err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	if err := ix.flush(); err != nil {
+		return nil, nil, err
 	}
 	if ix.span != nil {
 		ix.span.Write(ix.pend) // the last span ends with the blob
 		ix.digests = append(ix.digests, digest.NewDigest(digest.SHA256, ix.span))
 	}
-	checkpoints := ix.cps
-	C.hermes_gz_header(g, (*C.uchar)(unsafe.Pointer(&checkpoints[0])))
+	C.hermes_gz_header(g, (*C.uchar)(unsafe.Pointer(&ix.cps[0])))
 	return &ztoc.Ztoc{
 		Version:                 ztoc.Version09,
 		BuildToolIdentifier:     o.BuildToolIdentifier,
@@ -120,10 +179,9 @@ func BuildWith(r io.Reader, o Options) (*ztoc.Ztoc, error) {
 		CompressionInfo: ztoc.CompressionInfo{
 			MaxSpanID:            compression.SpanID(g.count - 1),
 			SpanDigests:          ix.digests,
-			Checkpoints:          checkpoints,
 			CompressionAlgorithm: compression.Gzip,
 		},
-	}, nil
+	}, ix, nil
 }
 
 func btoi(b bool) int {
@@ -148,9 +206,14 @@ type inflater struct {
 	srcEOF   bool
 
 	// cps is the serialized checkpoints: a header, then one record per
-	// checkpoint, written by C into the free capacity.
-	cps  []byte
-	seen int32 // checkpoints turned into spans
+	// checkpoint, written by C into the free capacity. With spill, records
+	// move there once turned into spans, and cps keeps the header and the
+	// records from checkpoint number base on.
+	cps     []byte
+	seen    int32 // checkpoints turned into spans
+	spill   io.Writer
+	base    int32
+	spilled int64 // bytes written to spill
 
 	// Compressed bytes [pendStart, chunkEnd) are in pend, not yet hashed:
 	// a checkpoint may still be placed among them (at a boundary already
@@ -208,6 +271,9 @@ func (ix *inflater) advance() error {
 	ix.cps = ix.cps[:len(ix.cps)+int(used)]
 	ix.r, ix.w = 0, int(ix.g.out_len)
 	ix.checkpoints()
+	if err := ix.flush(); err != nil {
+		return err
+	}
 	ix.hashTo(int64(C.hermes_gz_safe(ix.g)))
 	switch ret {
 	case C.HERMES_GZ_OUTPUT, C.HERMES_GZ_CP_FULL:
@@ -276,7 +342,7 @@ func (ix *inflater) readChunk() (int, error) {
 // up to the end of the blob, as soci hashes them.
 func (ix *inflater) checkpoints() {
 	for ; ix.seen < int32(ix.g.count); ix.seen++ {
-		rec := ix.cps[C.HERMES_GZ_HEADER+int(ix.seen)*C.HERMES_GZ_RECORD:]
+		rec := ix.cps[C.HERMES_GZ_HEADER+int(ix.seen-ix.base)*C.HERMES_GZ_RECORD:]
 		in := int64(binary.LittleEndian.Uint64(rec))
 		start := in
 		if rec[16] != 0 { // bits of the byte before the boundary
@@ -289,6 +355,22 @@ func (ix *inflater) checkpoints() {
 		ix.span = sha256.New()
 		ix.drop(start)
 	}
+}
+
+// flush moves the records in cps to spill, if there is one. They must have
+// been turned into spans (checkpoints reads them).
+func (ix *inflater) flush() error {
+	if ix.spill == nil || len(ix.cps) == C.HERMES_GZ_HEADER {
+		return nil
+	}
+	n, err := ix.spill.Write(ix.cps[C.HERMES_GZ_HEADER:])
+	ix.spilled += int64(n)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrSpill, err)
+	}
+	ix.cps = ix.cps[:C.HERMES_GZ_HEADER]
+	ix.base = ix.seen
+	return nil
 }
 
 // hashTo hashes pending bytes before off into the current span (or drops

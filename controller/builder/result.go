@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"github.com/opencontainers/go-digest"
@@ -31,6 +31,9 @@ type Progress struct {
 	State    LayerState       `json:"state"`
 	Reason   string           `json:"reason,omitempty"` // why a layer was skipped or failed
 	Ztoc     digest.Digest    `json:"ztoc,omitempty"`   // the zTOC, once built
+	// Reused: the zTOC was already in the cache's catalog (a layer shared
+	// with an image built before); nothing was fetched for it.
+	Reused bool `json:"reused,omitempty"`
 }
 
 // Result describes what a build did.
@@ -44,6 +47,9 @@ type Result struct {
 	CacheRepository string `json:"cacheRepository"`
 	// Platforms has one entry per selected platform manifest.
 	Platforms []PlatformResult `json:"platforms"`
+	// Warnings are things that went wrong without failing the build (the
+	// tag not stored in the cache, say).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // PlatformResult is the outcome for one platform manifest.
@@ -59,6 +65,8 @@ type PlatformResult struct {
 	Existed bool `json:"existed,omitempty"`
 	// Layers has one entry per layer, in manifest order (empty if Existed).
 	Layers []LayerResult `json:"layers,omitempty"`
+	// Warnings are things that went wrong without failing the build.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // LayerResult is the outcome for one layer.
@@ -70,4 +78,25 @@ type LayerResult struct {
 	Reason    string        `json:"reason,omitempty"` // why it was skipped
 	// Ztoc is the zTOC descriptor as it appears in the index, when built.
 	Ztoc *ocispec.Descriptor `json:"ztoc,omitempty"`
+	// Reused: the zTOC came from the cache's catalog, not from the layer.
+	Reused bool `json:"reused,omitempty"`
+}
+
+// Resolved is what an image reference names at its registry now.
+type Resolved struct {
+	// Reference is the normalized image reference.
+	Reference string `json:"reference"`
+	// Digest and MediaType are what the reference resolved to: an image
+	// index or an image manifest.
+	Digest    digest.Digest `json:"digest"`
+	MediaType string        `json:"mediaType"`
+	// Platforms are the platform manifests Build would index, in the order
+	// the request asked for them.
+	Platforms []PlatformManifest `json:"platforms"`
+}
+
+// PlatformManifest is one platform's image manifest.
+type PlatformManifest struct {
+	Platform ocispec.Platform   `json:"platform"`
+	Manifest ocispec.Descriptor `json:"manifest"`
 }

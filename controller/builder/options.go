@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"fmt"
@@ -6,16 +6,18 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/containerd/platforms"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote/auth"
 )
 
-// Defaults of the settings, the same as `soci create`'s.
+// Defaults of the settings: `soci create`'s, plus file alignment.
 const (
 	DefaultMinLayerSize = 10 << 20 // 10 MiB
 	DefaultSpanSize     = 4 << 20  // 4 MiB
@@ -26,6 +28,17 @@ const (
 	// DefaultBuildToolIdentifier is written into every zTOC and the index.
 	DefaultBuildToolIdentifier = "Hermes SOCI builder v1"
 )
+
+// DefaultSettings are the settings a build uses unless told otherwise; the
+// library, `hermes build` and the controller all start from them.
+func DefaultSettings() Settings {
+	return Settings{
+		MinLayerSize:        DefaultMinLayerSize,
+		SpanSize:            DefaultSpanSize,
+		AlignFilesFrom:      DefaultAlignFilesFrom,
+		BuildToolIdentifier: DefaultBuildToolIdentifier,
+	}
+}
 
 // Config holds what stays the same for every build of one Builder.
 type Config struct {
@@ -49,6 +62,9 @@ type Config struct {
 	HTTPClient *http.Client
 	// UserAgent is sent with every request; empty means "hermes-build".
 	UserAgent string
+	// Now is the clock that dates indexes (artifacts.AnnotationCreated);
+	// nil means time.Now.
+	Now func() time.Time
 	// StageLayers stages every layer in a temp file and builds its zTOC
 	// with soci's file-based builder, as `soci create` does, instead of
 	// indexing gzip layers in one pass while they stream. soci's builder
@@ -60,63 +76,64 @@ type Config struct {
 
 // Settings decide what the index contains. Two builds with equal Settings of
 // the same manifest produce the same index; they are recorded on the index so
-// that a later build can tell whether it already exists.
+// that a later build can tell whether it already exists. Every value is
+// taken as written (zero is not "default"): start from DefaultSettings.
 type Settings struct {
 	// MinLayerSize: layers smaller than this (compressed) get no zTOC; they
-	// are fetched whole when a container starts. 0 means
-	// DefaultMinLayerSize; use 1 to index every layer.
+	// are fetched whole when a container starts. 0 indexes every layer.
 	MinLayerSize int64
-	// SpanSize is the uncompressed distance between checkpoints; 0 means
-	// DefaultSpanSize.
+	// SpanSize is the uncompressed distance between checkpoints, at least
+	// 32 KiB.
 	SpanSize int64
 	// AlignFilesFrom: in gzip layers, a regular file of at least this many
 	// bytes begins a span of its own (at the deflate block boundary before
 	// its data), so a container that reads it whole fetches little more
-	// than the file. 0 means DefaultAlignFilesFrom (SpanSize/4 when
-	// SpanSize is set); negative turns alignment off, and the zTOCs are
-	// then byte-identical to soci's.
+	// than the file. 0 (or less) turns alignment off, and the zTOCs are
+	// then byte-identical to soci's. Keep it about a quarter of SpanSize
+	// (WithSpanSize does).
 	AlignFilesFrom int64
 	// XAttrOptimization marks zTOCs of layers without extended attributes or
 	// opaque directories so the snapshotter skips xattr lookups for them
 	// (soci's "xattr" optimization).
 	XAttrOptimization bool
-	// BuildToolIdentifier is written into every zTOC and the index; empty
-	// means DefaultBuildToolIdentifier. zTOCs are byte-identical to soci's
-	// own for the same identifier.
+	// BuildToolIdentifier is written into every zTOC and the index. zTOCs
+	// are byte-identical to soci's own for the same identifier.
 	BuildToolIdentifier string
 }
 
-// withDefaults fills the zero values and validates the rest.
-func (s Settings) withDefaults() (Settings, error) {
-	if s.MinLayerSize == 0 {
-		s.MinLayerSize = DefaultMinLayerSize
+// WithSpanSize returns s with SpanSize n and, unless alignment is off,
+// files aligned from a quarter of it.
+func (s Settings) WithSpanSize(n int64) Settings {
+	s.SpanSize = n
+	if s.AlignFilesFrom > 0 {
+		s.AlignFilesFrom = n / 4
 	}
-	if s.SpanSize == 0 {
-		s.SpanSize = DefaultSpanSize
-	}
-	if s.AlignFilesFrom == 0 {
-		s.AlignFilesFrom = s.SpanSize / 4
-	}
-	if s.AlignFilesFrom < 0 {
-		s.AlignFilesFrom = -1
-	}
-	if s.BuildToolIdentifier == "" {
-		s.BuildToolIdentifier = DefaultBuildToolIdentifier
+	return s
+}
+
+// Validate reports settings no build can use, wrapping ErrInvalidRequest.
+func (s Settings) Validate() error {
+	if s == (Settings{}) {
+		return fmt.Errorf("%w: no settings (start from DefaultSettings)", ErrInvalidRequest)
 	}
 	if s.MinLayerSize < 0 {
-		return s, fmt.Errorf("%w: min layer size %d is negative", ErrInvalidRequest, s.MinLayerSize)
+		return fmt.Errorf("%w: min layer size %d is negative", ErrInvalidRequest, s.MinLayerSize)
 	}
 	// The C zinfo code keeps offsets in signed 64-bit and needs room for a
 	// 32 KiB window per checkpoint; spans below that make no sense.
 	if s.SpanSize < 1<<15 {
-		return s, fmt.Errorf("%w: span size %d is below 32 KiB", ErrInvalidRequest, s.SpanSize)
+		return fmt.Errorf("%w: span size %d is below 32 KiB", ErrInvalidRequest, s.SpanSize)
 	}
-	return s, nil
+	if s.BuildToolIdentifier == "" {
+		return fmt.Errorf("%w: empty build tool identifier", ErrInvalidRequest)
+	}
+	return nil
 }
 
-// annotation records the settings on the index manifest, for idempotency.
+// Annotation is how the settings are recorded on the index manifest
+// (artifacts.AnnotationSettings), for idempotency.
 // Key order is fixed so that equal settings give equal strings.
-func (s Settings) annotation() string {
+func (s Settings) Annotation() string {
 	opts := []string{}
 	if s.XAttrOptimization {
 		opts = append(opts, "xattr")
@@ -142,7 +159,7 @@ type Request struct {
 	// AllPlatforms indexes every platform manifest of a multi-platform image
 	// (attestation manifests excluded) and ignores Platforms.
 	AllPlatforms bool
-	// Settings of the index.
+	// Settings of the index; start from DefaultSettings.
 	Settings Settings
 	// OriginCredentials authenticate reads from the image's registry; nil
 	// means anonymous.
@@ -192,7 +209,22 @@ func (c Config) withDefaults() (Config, error) {
 	if c.UserAgent == "" {
 		c.UserAgent = "hermes-build"
 	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 	return c, nil
+}
+
+// PlainHTTPFor returns a Config.PlainHTTP that speaks plain HTTP to
+// loopback hosts and to the comma-separated hosts listed.
+func PlainHTTPFor(hosts string) func(host string) bool {
+	var list []string
+	for _, h := range strings.Split(hosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			list = append(list, h)
+		}
+	}
+	return func(h string) bool { return IsLoopback(h) || slices.Contains(list, h) }
 }
 
 // IsLoopback reports whether host[:port] names this machine; registries there
