@@ -19,12 +19,13 @@ import (
 
 // AuthConfig says who may write to and read from the registry.
 //
-// Writes (POST, PUT, PATCH, DELETE) always need a credential once a method
-// is configured: a user from the htpasswd file, or the bearer token, sent as
-// "Authorization: Bearer <token>" or as the password of HTTP Basic auth
-// (any user name) for clients that only speak Basic. Reads are anonymous
-// unless RequireRead is set. Both files are re-read when they change, so a
-// rotated Kubernetes Secret takes effect without a restart.
+// Writes (POST, PUT, PATCH, DELETE) need a credential: a user from the
+// htpasswd file, or the bearer token, sent as "Authorization: Bearer <token>"
+// or as the password of HTTP Basic auth (any user name) for clients that
+// only speak Basic. A registry without either refuses to start unless
+// AnonymousWrites says that anyone may write. Reads are anonymous unless
+// RequireRead is set. Both files are re-read when they change, so a rotated
+// Kubernetes Secret takes effect without a restart.
 type AuthConfig struct {
 	// HtpasswdFile is an htpasswd file with bcrypt entries.
 	HtpasswdFile string
@@ -34,6 +35,11 @@ type AuthConfig struct {
 	RequireRead bool
 	// Realm is announced in the Basic challenge; default "hermes-registry".
 	Realm string
+	// AnonymousWrites lets anyone who reaches the registry push and delete,
+	// with no credential configured. It is never a default: New refuses a
+	// configuration with neither a credential nor this, and logs a warning
+	// when it is set. It contradicts HtpasswdFile, TokenFile and RequireRead.
+	AnonymousWrites bool
 }
 
 // Enabled reports whether any credential is configured.
@@ -41,6 +47,10 @@ func (c AuthConfig) Enabled() bool { return c.HtpasswdFile != "" || c.TokenFile 
 
 // ErrAuthConfig is wrapped by errors about an unusable AuthConfig.
 var ErrAuthConfig = errors.New("invalid auth configuration")
+
+// ErrNoWriteCredential is wrapped by the error about a configuration that
+// names no write credential and does not allow anonymous writes.
+var ErrNoWriteCredential = errors.New("no write credential configured")
 
 // errUnauthenticated is a request without a valid credential.
 var errUnauthenticated = errors.New("authentication required")
@@ -63,8 +73,13 @@ func newAuthenticator(cfg AuthConfig) (*authenticator, error) {
 	if cfg.Realm == "" {
 		cfg.Realm = "hermes-registry"
 	}
-	if cfg.RequireRead && !cfg.Enabled() {
+	switch {
+	case cfg.AnonymousWrites && (cfg.Enabled() || cfg.RequireRead):
+		return nil, fmt.Errorf("%w: anonymous writes contradict a configured credential or required read auth; keep one", ErrAuthConfig)
+	case cfg.RequireRead && !cfg.Enabled():
 		return nil, fmt.Errorf("%w: reads require auth but neither an htpasswd file nor a token file is set", ErrAuthConfig)
+	case !cfg.Enabled() && !cfg.AnonymousWrites:
+		return nil, fmt.Errorf("%w: %w: set HtpasswdFile or TokenFile, or AnonymousWrites to let anyone write", ErrAuthConfig, ErrNoWriteCredential)
 	}
 	a := &authenticator{cfg: cfg, verified: map[[32]byte]time.Time{}}
 	if cfg.HtpasswdFile != "" {

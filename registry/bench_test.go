@@ -7,18 +7,17 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/hermes-oci/hermes/registry"
-	"github.com/hermes-oci/hermes/registry/names"
+	"github.com/hermes-oci/hermes/registry/artifacts"
 )
 
 // BenchmarkReferrersLookup is the in-process cost of a cached Referrers API
 // answer over loopback HTTP (tools/bench/registry measures the binary).
 func BenchmarkReferrersLookup(b *testing.B) {
 	t := b
-	s := newServer(t, registry.AuthConfig{})
+	s := newServer(t, anonymousWrites)
 	const repo = "docker.io/library/nginx"
 	subject := digest.FromString("subject")
-	body := s.artifact(t, repo, subject, names.SOCIIndexV1ArtifactType, "x")
+	body := s.artifact(t, repo, subject, artifacts.SOCIIndexV1, "x")
 	s.putManifest(t, repo, digest.FromBytes(body).String(), body)
 	url := s.URL + "/v2/" + repo + "/referrers/" + subject.String() + "?artifactType=application/vnd.amazon.soci.index.v1%2Bjson"
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}

@@ -5,20 +5,25 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/configuration"
+	"github.com/distribution/distribution/v3/manifest/manifestlist"
+	"github.com/distribution/distribution/v3/manifest/schema2"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/distribution/distribution/v3/registry/handlers"
 	registrymiddleware "github.com/distribution/distribution/v3/registry/middleware/registry"
+	"github.com/distribution/distribution/v3/registry/storage"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/hermes-oci/hermes/registry/gc"
 	"github.com/hermes-oci/hermes/registry/referrers"
 )
 
@@ -38,6 +43,7 @@ var (
 
 // hookTarget receives what distribution's middleware hook is handed.
 type hookTarget struct {
+	inUse    *gc.InUse
 	newStore func(storagedriver.StorageDriver, distribution.Namespace) referrers.Store
 	driver   storagedriver.StorageDriver
 	ns       distribution.Namespace
@@ -53,19 +59,19 @@ func hookInit(_ context.Context, ns distribution.Namespace, driver storagedriver
 	t := v.(*hookTarget)
 	t.driver, t.ns = driver, ns
 	t.store = t.newStore(driver, ns)
-	return &namespace{Namespace: ns, refs: t.store, driver: driver}, nil
+	return &namespace{Namespace: ns, refs: t.store, driver: driver, inUse: t.inUse}, nil
 }
 
 // newApp builds distribution's App for dcfg with the referrer hook
 // installed. handlers.NewApp panics on configuration errors (a bad storage
 // section among them); they are returned as errors here.
-func newApp(ctx context.Context, dcfg *configuration.Configuration, newStore func(storagedriver.StorageDriver, distribution.Namespace) referrers.Store) (app *handlers.App, t *hookTarget, err error) {
+func newApp(ctx context.Context, dcfg *configuration.Configuration, inUse *gc.InUse, newStore func(storagedriver.StorageDriver, distribution.Namespace) referrers.Store) (app *handlers.App, t *hookTarget, err error) {
 	hookOnce.Do(func() { hookErr = registrymiddleware.Register(hookName, hookInit) })
 	if hookErr != nil {
 		return nil, nil, fmt.Errorf("register distribution middleware: %w", hookErr)
 	}
 	id := strconv.FormatUint(hookSeq.Add(1), 10)
-	t = &hookTarget{newStore: newStore}
+	t = &hookTarget{newStore: newStore, inUse: inUse}
 	hookTargets.Store(id, t)
 	defer hookTargets.Delete(id)
 	if dcfg.Middleware == nil {
@@ -91,6 +97,7 @@ type namespace struct {
 	distribution.Namespace
 	refs   referrers.Store
 	driver storagedriver.StorageDriver
+	inUse  *gc.InUse
 }
 
 func (n *namespace) Repository(ctx context.Context, name reference.Named) (distribution.Repository, error) {
@@ -98,7 +105,7 @@ func (n *namespace) Repository(ctx context.Context, name reference.Named) (distr
 	if err != nil {
 		return nil, err
 	}
-	return &repository{Repository: r, refs: n.refs, driver: n.driver}, nil
+	return &repository{Repository: r, refs: n.refs, driver: n.driver, inUse: n.inUse}, nil
 }
 
 // Remove keeps distribution's optional RepositoryRemover reachable through
@@ -114,6 +121,7 @@ type repository struct {
 	distribution.Repository
 	refs   referrers.Store
 	driver storagedriver.StorageDriver
+	inUse  *gc.InUse
 }
 
 func (r *repository) Blobs(ctx context.Context) distribution.BlobStore {
@@ -125,17 +133,52 @@ func (r *repository) Manifests(ctx context.Context, options ...distribution.Mani
 	if err != nil {
 		return nil, err
 	}
-	return &manifests{ManifestService: ms, repo: r.Named().Name(), refs: r.refs, driver: r.driver}, nil
+	mirrored := func() (distribution.ManifestService, error) {
+		return r.Repository.Manifests(ctx, append(slices.Clip(options), storage.SkipLayerVerification())...)
+	}
+	return &manifests{ManifestService: ms, mirrored: mirrored, repo: r.Named().Name(), refs: r.refs, driver: r.driver, inUse: r.inUse}, nil
 }
 
-// manifests adds referrer bookkeeping to distribution's manifest service:
-// a manifest with a subject is recorded after distribution stored it and
-// before the client is answered, and forgotten after it is deleted.
+// manifests adds to distribution's manifest service:
+//
+//   - referrer bookkeeping: a manifest with a subject is recorded after
+//     distribution stored it and before the client is answered, and
+//     forgotten after it is deleted;
+//   - mirrored images: an image manifest or index is stored without its
+//     layers, config or child manifests (see isMirroredImage).
 type manifests struct {
 	distribution.ManifestService
-	repo   string
-	refs   referrers.Store
-	driver storagedriver.StorageDriver
+	// mirrored returns distribution's manifest service for the same
+	// repository with its own SkipLayerVerification option, which skips
+	// the check that every blob and child manifest is in the repository.
+	mirrored func() (distribution.ManifestService, error)
+	repo     string
+	refs     referrers.Store
+	driver   storagedriver.StorageDriver
+	inUse    *gc.InUse // told what a manifest names before distribution checks it is here
+}
+
+// isMirroredImage reports whether a manifest is the cache's copy of an
+// image whose content lives upstream: an OCI or Docker image manifest or
+// index with neither a subject nor an artifactType. Such a copy lets
+// clients (oras discover, crane) resolve the subject of its referrers in
+// the cache; what it references is fetched from the origin, and the cache
+// answers a plain 404 for it. Referrers and artifacts are the cache's own
+// content, so distribution still verifies that their blobs are here.
+//
+// distribution verifies references in its manifest handlers
+// (registry/storage/*manifesthandler.go) unless the manifest service was
+// made with storage.SkipLayerVerification, the per-request switch used
+// here. validation.manifests.indexes.platforms "none" would be process-wide,
+// for every index, and leaves image manifests checked.
+func isMirroredImage(mediaType string, info *referrerInfo) bool {
+	switch mediaType {
+	case ocispec.MediaTypeImageManifest, ocispec.MediaTypeImageIndex:
+		return info.subject == nil && info.ArtifactType == ""
+	case schema2.MediaTypeManifest, manifestlist.MediaTypeManifestList:
+		return true
+	}
+	return false
 }
 
 func (m *manifests) Put(ctx context.Context, man distribution.Manifest, options ...distribution.ManifestServiceOption) (digest.Digest, error) {
@@ -147,7 +190,22 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, options 
 	if err != nil {
 		return "", errcode.ErrorCodeManifestInvalid.WithDetail(err.Error())
 	}
-	dgst, err := m.ManifestService.Put(ctx, man, options...)
+	if m.inUse != nil {
+		// Before distribution verifies the references: the collector
+		// either keeps them, or has deleted them and the PUT fails with
+		// MANIFEST_BLOB_UNKNOWN, which a pusher retries.
+		refs, _ := gc.References(payload) // a manifest distribution cannot parse is refused below
+		m.inUse.Touch(digest.FromBytes(payload))
+		m.inUse.Touch(refs.Blobs...)
+		m.inUse.Touch(refs.Manifests...)
+	}
+	ms := m.ManifestService
+	if isMirroredImage(mediaType, info) {
+		if ms, err = m.mirrored(); err != nil {
+			return "", err
+		}
+	}
+	dgst, err := ms.Put(ctx, man, options...)
 	if err != nil {
 		return dgst, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -25,6 +26,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/hermes-oci/hermes/registry/gc"
 	"github.com/hermes-oci/hermes/registry/names"
 	"github.com/hermes-oci/hermes/registry/referrers"
 )
@@ -51,13 +53,36 @@ type Config struct {
 	// ReferrersCacheTTL bounds how long a referrer set read from storage is
 	// served from memory. Writes through this process are seen at once; the
 	// TTL is how long writes by other replicas over shared storage may take
-	// to show. Zero: until written or evicted (one replica).
+	// to show. Zero means DefaultReferrersCacheTTL, right for replicas over
+	// shared storage. Negative keeps a set until a write through this
+	// process changes it or it is evicted: right for a single replica only.
 	ReferrersCacheTTL time.Duration
 	// ReferrersCacheSize is the most subjects kept in memory (default 65536).
 	ReferrersCacheSize int
+	// ReferrersPageSize is the most referrers in one page of a Referrers
+	// API answer (default referrers.DefaultPageSize); a page also stays
+	// under referrers.DefaultPageBytes. Longer lists are paginated with a
+	// Link header, as the distribution spec prescribes.
+	ReferrersPageSize int
 	// Metrics receives the registry's collectors; nil registers none.
 	Metrics prometheus.Registerer
+	// GC configures online garbage collection (package registry/gc). A
+	// zero GC collects nothing; Registry.Collector is then nil.
+	GC GCConfig
 }
+
+// GCConfig configures online garbage collection.
+type GCConfig struct {
+	// Interval between runs; zero disables collection in this process.
+	Interval time.Duration
+	// Grace: what was written or used less than Grace before a run is kept
+	// (zero: gc.DefaultGrace).
+	Grace time.Duration
+}
+
+// DefaultReferrersCacheTTL is the ReferrersCacheTTL of a zero Config and
+// the default of --referrers-cache-ttl: see Settings for why.
+const DefaultReferrersCacheTTL = 5 * time.Second
 
 // FilesystemStorage is the storage configuration for a directory.
 func FilesystemStorage(root string) configuration.Storage {
@@ -69,6 +94,8 @@ type Registry struct {
 	app     *handlers.App
 	driver  storagedriver.StorageDriver
 	refs    *referrers.Cache
+	inUse   *gc.InUse     // nil without garbage collection
+	gc      *gc.Collector // nil without garbage collection
 	auth    *authenticator
 	metrics *metrics
 	log     logr.Logger
@@ -111,18 +138,52 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 	// what clients push, and such layers are valid OCI content.
 	dcfg.Validation.Manifests.URLs.Allow = []string{"^https?://"}
 
-	var cache *referrers.Cache
-	app, hook, err := newApp(ctx, dcfg, func(d storagedriver.StorageDriver, ns distribution.Namespace) referrers.Store {
+	ttl := cfg.ReferrersCacheTTL
+	switch {
+	case ttl == 0:
+		ttl = DefaultReferrersCacheTTL
+	case ttl < 0:
+		ttl = 0 // referrers.CacheOptions: no expiry
+	}
+	var (
+		cache *referrers.Cache
+		inUse *gc.InUse
+	)
+	if cfg.GC.Interval < 0 || cfg.GC.Grace < 0 {
+		return nil, fmt.Errorf("%w: garbage collection interval %s and grace %s must not be negative", ErrConfig, cfg.GC.Interval, cfg.GC.Grace)
+	}
+	if cfg.GC.Interval > 0 {
+		inUse = gc.NewInUse()
+	}
+	app, hook, err := newApp(ctx, dcfg, inUse, func(d storagedriver.StorageDriver, ns distribution.Namespace) referrers.Store {
 		cache = referrers.NewCache(referrers.NewDriver(d), referrers.CacheOptions{
-			TTL: cfg.ReferrersCacheTTL, Size: cfg.ReferrersCacheSize, Filter: existsFilter(ns),
+			TTL: ttl, Size: cfg.ReferrersCacheSize, PageSize: cfg.ReferrersPageSize, Filter: existsFilter(ns),
 		})
 		return cache
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &Registry{app: app, driver: hook.driver, refs: cache, auth: a, metrics: m, log: logr.FromContextOrDiscard(ctx)}, nil
+	log := logr.FromContextOrDiscard(ctx)
+	if cfg.Auth.AnonymousWrites {
+		// logr has no warning level; the slog handler underneath has.
+		slog.New(logr.ToSlogHandler(log)).Warn("anonymous writes are allowed: anyone who reaches the registry can push and delete")
+	}
+	r := &Registry{app: app, driver: hook.driver, refs: cache, inUse: inUse, auth: a, metrics: m, log: log}
+	if cfg.GC.Interval > 0 {
+		if r.gc, err = gc.New(hook.driver, gc.Options{
+			Interval: cfg.GC.Interval, Grace: cfg.GC.Grace, InUse: inUse, Referrers: cache, Metrics: cfg.Metrics,
+		}); err != nil {
+			app.Shutdown()
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+	}
+	return r, nil
 }
+
+// Collector is the registry's garbage collector, nil when Config.GC
+// disables it. It is a leader-only Runnable: run it on one replica.
+func (r *Registry) Collector() *gc.Collector { return r.gc }
 
 // Close stops distribution's background work.
 func (r *Registry) Close() error { return r.app.Shutdown() }
@@ -207,6 +268,7 @@ func levelFor(code int, method string) int {
 
 func (r *Registry) serve(w http.ResponseWriter, req *http.Request, rt route) {
 	query := req.URL.Query()
+	asked := req.URL.Path // before the name rewrite: next-page links repeat the client's own path
 	if rt.name != "" {
 		repo, err := r.repository(rt.name, query.Get("ns"))
 		if err != nil {
@@ -229,9 +291,15 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request, rt route) {
 		writeError(w, errcode.ErrorCodeUnauthorized.WithDetail(err.Error()))
 		return
 	}
+	r.touch(req, rt, query)
 	switch {
+	case mirrorTagRequest(req, rt, query):
+		// A tag the builder stored can be older than the origin's: a mirror
+		// (containerd sends ?ns=) never resolves one here, it falls through
+		// to the next host, which has the current tag.
+		writeError(w, errcode.ErrorCodeManifestUnknown.WithDetail("tags are not resolved through the cache as a mirror; ask by digest"))
 	case rt.kind == routeReferrers:
-		r.serveReferrers(w, req, rt, query)
+		r.serveReferrers(w, req, rt, query, asked)
 	case rt.kind == routeManifest && req.Method == http.MethodPut:
 		r.serveManifestPut(w, req, rt)
 	default:
@@ -240,6 +308,37 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request, rt route) {
 		}
 		r.app.ServeHTTP(w, req)
 	}
+}
+
+// touch tells the garbage collector about a blob this request relies on
+// before the request is served: a read (HEAD before a push skips the
+// upload), an upload's completion, a cross-repository mount. Manifest PUTs
+// report what they name in the manifest service (distribution.go).
+func (r *Registry) touch(req *http.Request, rt route, query url.Values) {
+	if r.inUse == nil {
+		return
+	}
+	var s string
+	switch {
+	case rt.kind == routeBlob && (req.Method == http.MethodGet || req.Method == http.MethodHead):
+		s = rt.ref
+	case rt.kind == routeUpload && req.Method == http.MethodPut:
+		s = query.Get("digest")
+	case rt.kind == routeUpload && req.Method == http.MethodPost:
+		if s = query.Get("mount"); s == "" {
+			s = query.Get("digest")
+		}
+	}
+	if d, err := digest.Parse(s); err == nil {
+		r.inUse.Touch(d)
+	}
+}
+
+// mirrorTagRequest reports whether req reads a manifest by tag as a mirror
+// does: with the ns parameter containerd adds for mirror hosts.
+func mirrorTagRequest(req *http.Request, rt route, query url.Values) bool {
+	return rt.kind == routeManifest && (req.Method == http.MethodGet || req.Method == http.MethodHead) &&
+		query.Get("ns") != "" && !strings.Contains(rt.ref, ":") // a tag never contains ":", a digest always does
 }
 
 // aliasOf returns the non-sha256 digest a blob request names, if any.
@@ -287,7 +386,11 @@ func (r *Registry) serveManifestPut(w http.ResponseWriter, req *http.Request, rt
 	r.app.ServeHTTP(w, req)
 }
 
-func (r *Registry) serveReferrers(w http.ResponseWriter, req *http.Request, rt route, query url.Values) {
+// serveReferrers answers the Referrers API, a page at a time: a list
+// longer than a page (referrers.Query) ends with a Link header to the next,
+// which repeats the request with "last" set to the last referrer listed.
+// "n" asks for smaller pages, as for tags.
+func (r *Registry) serveReferrers(w http.ResponseWriter, req *http.Request, rt route, query url.Values, asked string) {
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		writeError(w, errcode.ErrorCodeUnsupported.WithDetail("method not allowed"))
@@ -301,8 +404,21 @@ func (r *Registry) serveReferrers(w http.ResponseWriter, req *http.Request, rt r
 	// A "+" sent unencoded (curl users type media types as they read them)
 	// arrives as a space; media types never contain spaces.
 	artifactType := strings.ReplaceAll(query.Get("artifactType"), " ", "+")
-	ix, hit, err := r.refs.Lookup(req.Context(), rt.name, subject, artifactType)
-	r.metrics.referrerLookup(hit, ix.Count, err)
+	q := referrers.Query{ArtifactType: artifactType}
+	if v := query.Get("last"); v != "" {
+		if q.After, err = digest.Parse(v); err != nil {
+			writeError(w, errcode.Error{Code: errcode.ErrorCodeDigestInvalid, Message: `pagination marker "last" is not a digest`, Detail: fmt.Sprintf("%.300s", v)})
+			return
+		}
+	}
+	if v := query.Get("n"); v != "" {
+		if q.Limit, err = strconv.Atoi(v); err != nil || q.Limit < 1 {
+			writeError(w, errcode.ErrorCodePaginationNumberInvalid.WithDetail(fmt.Sprintf("n=%.40s: want a positive number", v)))
+			return
+		}
+	}
+	page, hit, err := r.refs.Lookup(req.Context(), rt.name, subject, q)
+	r.metrics.referrerLookup(hit, page.Count, err)
 	if err != nil {
 		r.log.Error(err, "referrers lookup", "repository", rt.name, "subject", subject)
 		writeError(w, errcode.ErrorCodeUnknown.WithDetail("referrers lookup failed"))
@@ -311,15 +427,33 @@ func (r *Registry) serveReferrers(w http.ResponseWriter, req *http.Request, rt r
 	// Canonical keys set directly: this is the hot path of every node.
 	h := w.Header()
 	h["Content-Type"] = indexContentType
-	h["Content-Length"] = []string{strconv.Itoa(len(ix.Body))}
+	h["Content-Length"] = []string{strconv.Itoa(len(page.Body))}
 	h["Docker-Distribution-Api-Version"] = apiVersion
 	if artifactType != "" {
 		h["Oci-Filters-Applied"] = filtersApplied
 	}
+	if page.Next != "" {
+		h["Link"] = []string{nextLink(asked, query, artifactType, page.Next)}
+	}
 	w.WriteHeader(http.StatusOK)
 	if req.Method == http.MethodGet {
-		_, _ = w.Write(ix.Body)
+		_, _ = w.Write(page.Body)
 	}
+}
+
+// nextLink is the Link header (RFC 8288, as the distribution spec has it for
+// tags) to the page after last: the same path and query, "last" replaced.
+func nextLink(path string, query url.Values, artifactType string, last digest.Digest) string {
+	next := make(url.Values, len(query)+1)
+	for k, v := range query {
+		next[k] = v
+	}
+	if artifactType != "" {
+		next.Set("artifactType", artifactType) // as understood, with its "+"
+	}
+	next.Set("last", last.String())
+	u := url.URL{Path: path, RawQuery: next.Encode()}
+	return "<" + u.String() + `>; rel="next"`
 }
 
 var anchoredTag = regexp.MustCompile(`^` + reference.TagRegexp.String() + `$`)

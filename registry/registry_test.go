@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,19 +13,23 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/distribution/distribution/v3/configuration"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+	"github.com/go-logr/logr"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/hermes-oci/hermes/registry"
-	"github.com/hermes-oci/hermes/registry/names"
+	"github.com/hermes-oci/hermes/registry/artifacts"
+	"github.com/hermes-oci/hermes/registry/cli"
 )
 
 // server is a Registry on in-memory storage behind httptest.
@@ -37,10 +42,19 @@ type server struct {
 
 func newServer(t testing.TB, auth registry.AuthConfig) *server {
 	t.Helper()
+	return newServerWith(t, registry.Config{Auth: auth})
+}
+
+// newServerWith is newServer with more of the Config; metrics are filled
+// in, and in-memory storage unless cfg names one.
+func newServerWith(t testing.TB, cfg registry.Config) *server {
+	t.Helper()
 	m := prometheus.NewRegistry()
-	reg, err := registry.New(context.Background(), registry.Config{
-		Storage: configuration.Storage{"inmemory": {}}, Auth: auth, Metrics: m,
-	})
+	if cfg.Storage == nil {
+		cfg.Storage = configuration.Storage{"inmemory": {}}
+	}
+	cfg.Metrics = m
+	reg, err := registry.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,6 +63,10 @@ func newServer(t testing.TB, auth registry.AuthConfig) *server {
 	t.Cleanup(s.Close)
 	return s
 }
+
+// anonymousWrites is the auth of test servers that take writes from anyone:
+// a registry never does unless told to, so tests opt out explicitly.
+var anonymousWrites = registry.AuthConfig{AnonymousWrites: true}
 
 func newAuthServer(t *testing.T, requireRead bool) *server {
 	t.Helper()
@@ -170,8 +188,8 @@ func ociError(t *testing.T, resp *http.Response, status int) string {
 }
 
 func TestReferrersAPI(t *testing.T) {
-	s := newServer(t, registry.AuthConfig{})
-	const repo, soci = "docker.io/library/nginx", names.SOCIIndexV1ArtifactType
+	s := newServer(t, anonymousWrites)
+	const repo, soci = "docker.io/library/nginx", artifacts.SOCIIndexV1
 	// The subject lives upstream: it is never pushed here.
 	subject := digest.FromString("an image manifest upstream")
 
@@ -265,12 +283,12 @@ func metric(t *testing.T, s *server, name string) prometheus.Collector {
 }
 
 func TestConcurrentReferrerPushes(t *testing.T) {
-	s := newServer(t, registry.AuthConfig{})
+	s := newServer(t, anonymousWrites)
 	const repo, n = "ghcr.io/org/app", 50
 	subject := digest.FromString("subject")
 	bodies := make([][]byte, n)
 	for i := range n {
-		bodies[i] = s.artifact(t, repo, subject, names.SOCIIndexV1ArtifactType, fmt.Sprint(i))
+		bodies[i] = s.artifact(t, repo, subject, artifacts.SOCIIndexV1, fmt.Sprint(i))
 	}
 	var wg sync.WaitGroup
 	codes := make([]int, n)
@@ -300,23 +318,37 @@ func TestConcurrentReferrerPushes(t *testing.T) {
 }
 
 func TestMirrorNames(t *testing.T) {
-	s := newServer(t, registry.AuthConfig{})
+	s := newServer(t, anonymousWrites)
 	subject := digest.FromString("nginx manifest")
-	a := s.artifact(t, "docker.io/library/nginx", subject, names.SOCIIndexV1ArtifactType, "a")
+	a := s.artifact(t, "docker.io/library/nginx", subject, artifacts.SOCIIndexV1, "a")
 	if resp := s.putManifest(t, "docker.io/library/nginx", "v1", a); resp.StatusCode != http.StatusCreated {
 		t.Fatalf("PUT: %s", resp.Status)
 	}
+	da := digest.FromBytes(a).String()
 	for _, path := range []string{
 		"/v2/docker.io/library/nginx/manifests/v1",
-		"/v2/library/nginx/manifests/v1?ns=docker.io",
-		"/v2/nginx/manifests/v1?ns=docker.io",
-		"/v2/library/nginx/manifests/v1?ns=registry-1.docker.io",
-		"/v2/library/nginx/manifests/v1?ns=index.docker.io",
 		"/v2/index.docker.io/library/nginx/manifests/v1",
+		"/v2/library/nginx/manifests/" + da + "?ns=docker.io",
+		"/v2/nginx/manifests/" + da + "?ns=docker.io",
+		"/v2/library/nginx/manifests/" + da + "?ns=registry-1.docker.io",
+		"/v2/library/nginx/manifests/" + da + "?ns=index.docker.io",
 	} {
 		resp := s.do(t, http.MethodGet, path, nil, "Accept", ocispec.MediaTypeImageManifest)
 		if b := readAll(t, resp); resp.StatusCode != http.StatusOK || !bytes.Equal(b, a) {
 			t.Errorf("GET %s: %s %s", path, resp.Status, b)
+		}
+	}
+	// A mirror never resolves a tag here: the origin's may be newer.
+	for _, path := range []string{"/v2/library/nginx/manifests/v1?ns=docker.io", "/v2/nginx/manifests/v1?ns=index.docker.io"} {
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			resp := s.do(t, method, path, nil, "Accept", ocispec.MediaTypeImageManifest)
+			if method == http.MethodHead {
+				if resp.StatusCode != http.StatusNotFound {
+					t.Errorf("HEAD %s: %s, want 404", path, resp.Status)
+				}
+			} else if got := ociError(t, resp, http.StatusNotFound); got != "MANIFEST_UNKNOWN" {
+				t.Errorf("GET %s: %s, want MANIFEST_UNKNOWN", path, got)
+			}
 		}
 	}
 	ix, _ := s.referrers(t, "/v2/library/nginx/referrers/"+subject.String()+"?ns=docker.io")
@@ -338,7 +370,7 @@ func TestMirrorNames(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	s := newServer(t, registry.AuthConfig{})
+	s := newServer(t, anonymousWrites)
 	const repo = "docker.io/library/app"
 	good := s.artifact(t, repo, digest.FromString("s"), "t", "good")
 	if resp := s.putManifest(t, repo, "good", good); resp.StatusCode != http.StatusCreated {
@@ -458,25 +490,302 @@ func TestAuth(t *testing.T) {
 
 func TestConfigErrors(t *testing.T) {
 	ctx := context.Background()
-	for name, cfg := range map[string]registry.Config{
-		"no storage":              {},
-		"unknown driver":          {Storage: configuration.Storage{"nosuchdriver": {}}},
-		"read auth without creds": {Storage: configuration.Storage{"inmemory": {}}, Auth: registry.AuthConfig{RequireRead: true}},
-		"missing htpasswd":        {Storage: configuration.Storage{"inmemory": {}}, Auth: registry.AuthConfig{HtpasswdFile: "/nonexistent/htpasswd"}},
-		"missing token":           {Storage: configuration.Storage{"inmemory": {}}, Auth: registry.AuthConfig{TokenFile: "/nonexistent/token"}},
+	mem := configuration.Storage{"inmemory": {}}
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("t"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		cfg  registry.Config
+		want string
+	}{
+		"no storage":              {registry.Config{Auth: anonymousWrites}, "no storage driver"},
+		"unknown driver":          {registry.Config{Storage: configuration.Storage{"nosuchdriver": {}}, Auth: anonymousWrites}, "nosuchdriver"},
+		"no write credential":     {registry.Config{Storage: mem}, "set HtpasswdFile or TokenFile, or AnonymousWrites"},
+		"anonymous with a token":  {registry.Config{Storage: mem, Auth: registry.AuthConfig{TokenFile: token, AnonymousWrites: true}}, "contradict"},
+		"read auth without creds": {registry.Config{Storage: mem, Auth: registry.AuthConfig{RequireRead: true}}, "reads require auth"},
+		"missing htpasswd":        {registry.Config{Storage: mem, Auth: registry.AuthConfig{HtpasswdFile: "/nonexistent/htpasswd"}}, "htpasswd file"},
+		"missing token":           {registry.Config{Storage: mem, Auth: registry.AuthConfig{TokenFile: "/nonexistent/token"}}, "token file"},
 	} {
-		if _, err := registry.New(ctx, cfg); err == nil {
-			t.Errorf("%s: New succeeded", name)
+		_, err := registry.New(ctx, c.cfg)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: New = %v, want an error about %q", name, err, c.want)
 		}
+	}
+	if _, err := registry.New(ctx, registry.Config{Storage: mem}); !errors.Is(err, registry.ErrNoWriteCredential) || !errors.Is(err, registry.ErrAuthConfig) {
+		t.Errorf("no write credential: %v, want ErrNoWriteCredential and ErrAuthConfig", err)
 	}
 	if _, err := os.Stat("/nonexistent/htpasswd"); err == nil {
 		t.Error("New created the missing htpasswd file")
 	}
 }
 
+// TestAnonymousWritesWarn checks that a registry open to anonymous writes
+// says so in its log, at warning level.
+func TestAnonymousWritesWarn(t *testing.T) {
+	var buf bytes.Buffer
+	ctx := logr.NewContext(context.Background(), logr.FromSlogHandler(slog.NewTextHandler(&buf, nil)))
+	reg, err := registry.New(ctx, registry.Config{Storage: configuration.Storage{"inmemory": {}}, Auth: anonymousWrites})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	if !strings.Contains(buf.String(), "level=WARN") || !strings.Contains(buf.String(), "anonymous writes are allowed") {
+		t.Fatalf("log = %q, want a warning about anonymous writes", buf.String())
+	}
+}
+
 func TestMain(m *testing.M) {
 	// distribution logs every request through logrus; keep test output to
 	// the failures.
-	registry.RouteDistributionLogs(slog.New(slog.DiscardHandler))
+	cli.RouteLibraryLogs(slog.DiscardHandler)
 	os.Exit(m.Run())
+}
+
+// imageManifest is an image manifest whose config and layer are nowhere:
+// the cache's copy of an image that lives upstream.
+func imageManifest(t testing.TB, mediaType, note string, extra map[string]any) []byte {
+	t.Helper()
+	configType, layerType := ocispec.MediaTypeImageConfig, ocispec.MediaTypeImageLayerGzip
+	if mediaType == "application/vnd.docker.distribution.manifest.v2+json" {
+		configType, layerType = "application/vnd.docker.container.image.v1+json", "application/vnd.docker.image.rootfs.diff.tar.gzip"
+	}
+	m := map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     mediaType,
+		"config":        ocispec.Descriptor{MediaType: configType, Digest: digest.FromString("config " + note), Size: 100},
+		"layers":        []ocispec.Descriptor{{MediaType: layerType, Digest: digest.FromString("layer " + note), Size: 1000}},
+	}
+	for k, v := range extra {
+		m[k] = v
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func imageIndex(t testing.TB, mediaType string, children ...[]byte) []byte {
+	t.Helper()
+	childType := ocispec.MediaTypeImageManifest
+	if mediaType == "application/vnd.docker.distribution.manifest.list.v2+json" {
+		childType = "application/vnd.docker.distribution.manifest.v2+json"
+	}
+	var descs []ocispec.Descriptor
+	for i, c := range children {
+		descs = append(descs, ocispec.Descriptor{MediaType: childType, Digest: digest.FromBytes(c), Size: int64(len(c)),
+			Platform: &ocispec.Platform{OS: "linux", Architecture: []string{"amd64", "arm64"}[i%2]}})
+	}
+	b, err := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": mediaType, "manifests": descs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestMirroredImages stores image manifests and indexes without what they
+// reference, as the builder does for the images it indexes: they are
+// served, whatever is missing is a plain 404, referrers and artifacts are
+// still verified, and anonymous writers are refused.
+func TestMirroredImages(t *testing.T) {
+	s := newAuthServer(t, false)
+	const repo = "ghcr.io/org/app"
+	const dockerManifest, dockerList = "application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.distribution.manifest.list.v2+json"
+	put := func(ref, mediaType string, body []byte) *http.Response {
+		t.Helper()
+		return s.do(t, http.MethodPut, "/v2/"+repo+"/manifests/"+ref, body, "Content-Type", mediaType)
+	}
+	get := func(path, accept string) (*http.Response, []byte) {
+		t.Helper()
+		resp := s.do(t, http.MethodGet, path, nil, "Accept", accept)
+		return resp, readAll(t, resp)
+	}
+
+	amd := imageManifest(t, ocispec.MediaTypeImageManifest, "amd64", nil)
+	arm := imageManifest(t, ocispec.MediaTypeImageManifest, "arm64", nil) // never stored
+	index := imageIndex(t, ocispec.MediaTypeImageIndex, amd, arm)
+	docker := imageManifest(t, dockerManifest, "docker", nil)
+	list := imageIndex(t, dockerList, docker, imageManifest(t, dockerManifest, "docker arm64", nil))
+	for _, c := range []struct {
+		ref, mediaType string
+		body           []byte
+	}{
+		{"v1", ocispec.MediaTypeImageManifest, amd},
+		{digest.FromBytes(index).String(), ocispec.MediaTypeImageIndex, index},
+		{"docker", dockerManifest, docker},
+		{digest.FromBytes(list).String(), dockerList, list},
+	} {
+		// Anonymous: refused, and nothing stored.
+		resp := s.do(t, http.MethodPut, "/v2/"+repo+"/manifests/"+c.ref, c.body, "Content-Type", c.mediaType, "Authorization", "Basic eDp5")
+		if ociError(t, resp, http.StatusUnauthorized) != "UNAUTHORIZED" {
+			t.Fatalf("anonymous PUT %s", c.ref)
+		}
+		if resp, _ := get("/v2/"+repo+"/manifests/"+digest.FromBytes(c.body).String(), c.mediaType); resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("a refused anonymous PUT stored %s: %s", c.ref, resp.Status)
+		}
+		if resp := put(c.ref, c.mediaType, c.body); resp.StatusCode != http.StatusCreated {
+			t.Fatalf("PUT %s (%s) without its references: %s %s", c.ref, c.mediaType, resp.Status, readAll(t, resp))
+		}
+		resp, b := get("/v2/"+repo+"/manifests/"+c.ref, c.mediaType)
+		if resp.StatusCode != http.StatusOK || !bytes.Equal(b, c.body) || resp.Header.Get("Docker-Content-Digest") != digest.FromBytes(c.body).String() {
+			t.Fatalf("GET %s: %s %s", c.ref, resp.Status, b)
+		}
+	}
+
+	// What they reference and the cache lacks: plain 404s.
+	for path, code := range map[string]string{
+		"/v2/" + repo + "/blobs/" + digest.FromString("layer amd64").String():  "BLOB_UNKNOWN",
+		"/v2/" + repo + "/blobs/" + digest.FromString("config amd64").String(): "BLOB_UNKNOWN",
+		"/v2/" + repo + "/manifests/" + digest.FromBytes(arm).String():         "MANIFEST_UNKNOWN",
+	} {
+		resp := s.do(t, http.MethodGet, path, nil, "Accept", ocispec.MediaTypeImageManifest)
+		if got := ociError(t, resp, http.StatusNotFound); got != code {
+			t.Errorf("GET %s: %s, want %s", path, got, code)
+		}
+	}
+	// As a mirror: by digest served, by tag never.
+	if resp, b := get("/v2/org/app/manifests/"+digest.FromBytes(amd).String()+"?ns=ghcr.io", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK || !bytes.Equal(b, amd) {
+		t.Errorf("mirror GET by digest: %s", resp.Status)
+	}
+	if resp, _ := get("/v2/org/app/manifests/v1?ns=ghcr.io", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("mirror GET by tag: %s, want 404", resp.Status)
+	}
+
+	// Referrers of the stored image, and artifacts, are the cache's own
+	// content: their blobs must be here.
+	missing := ocispec.Descriptor{MediaType: "application/octet-stream", Digest: digest.FromString("ztoc"), Size: 4}
+	referrer := imageManifest(t, ocispec.MediaTypeImageManifest, "referrer", map[string]any{
+		"artifactType": artifacts.SOCIIndexV1,
+		"layers":       []ocispec.Descriptor{missing},
+		"subject":      ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(amd), Size: int64(len(amd))},
+	})
+	artifact := imageManifest(t, ocispec.MediaTypeImageManifest, "artifact", map[string]any{"artifactType": "application/vnd.hermes.test"})
+	for name, body := range map[string][]byte{"referrer": referrer, "artifact": artifact} {
+		if got := ociError(t, put(digest.FromBytes(body).String(), ocispec.MediaTypeImageManifest, body), http.StatusBadRequest); got != "MANIFEST_BLOB_UNKNOWN" {
+			t.Errorf("%s with missing blobs: %s, want MANIFEST_BLOB_UNKNOWN", name, got)
+		}
+	}
+	if ix, _ := s.referrers(t, "/v2/"+repo+"/referrers/"+digest.FromBytes(amd).String()); len(ix.Manifests) != 0 {
+		t.Errorf("a refused referrer is listed: %+v", ix.Manifests)
+	}
+	good := s.artifact(t, repo, digest.FromBytes(amd), artifacts.SOCIIndexV1, "good")
+	if resp := s.putManifest(t, repo, digest.FromBytes(good).String(), good); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT referrer with its blobs: %s %s", resp.Status, readAll(t, resp))
+	}
+	if ix, _ := s.referrers(t, "/v2/"+repo+"/referrers/"+digest.FromBytes(amd).String()); len(ix.Manifests) != 1 || ix.Manifests[0].Digest != digest.FromBytes(good) {
+		t.Errorf("referrers of the stored image: %+v", ix.Manifests)
+	}
+}
+
+// TestReferrersPagination lists more referrers than fit a page: pages are
+// bounded, linked with the spec's Link header (keeping the filter, the
+// mirror namespace and n), filtered on every page, and oras-go follows them;
+// a marker a client tampered with is a clear 400.
+func TestReferrersPagination(t *testing.T) {
+	const pageSize, soci, other = 3, artifacts.SOCIIndexV1, "application/vnd.hermes.other"
+	s := newServerWith(t, registry.Config{Auth: anonymousWrites, ReferrersPageSize: pageSize})
+	const repo = "docker.io/library/app"
+	subject := digest.FromString("app manifest")
+	want := map[string]int{"": 10, soci: 7, other: 3}
+	for i := range want[""] {
+		at := soci
+		if i >= want[soci] {
+			at = other
+		}
+		b := s.artifact(t, repo, subject, at, fmt.Sprint(i))
+		if resp := s.putManifest(t, repo, digest.FromBytes(b).String(), b); resp.StatusCode != http.StatusCreated {
+			t.Fatalf("PUT: %s", resp.Status)
+		}
+	}
+	link := regexp.MustCompile(`^<(/v2/[^>]+)>; rel="next"$`)
+	walk := func(first string, limit int) (seen map[digest.Digest]bool, pages int) {
+		t.Helper()
+		seen = map[digest.Digest]bool{}
+		filtered := strings.Contains(first, "artifactType=")
+		for path := first; path != ""; pages++ {
+			if pages > want[""] {
+				t.Fatalf("%s: pagination does not end", first)
+			}
+			ix, resp := s.referrers(t, path)
+			if len(ix.Manifests) == 0 || len(ix.Manifests) > limit {
+				t.Fatalf("GET %s: page of %d, want 1 to %d", path, len(ix.Manifests), limit)
+			}
+			if got := resp.Header.Get("OCI-Filters-Applied"); (got == "artifactType") != filtered {
+				t.Fatalf("GET %s: OCI-Filters-Applied %q", path, got)
+			}
+			for _, d := range ix.Manifests {
+				if seen[d.Digest] {
+					t.Fatalf("GET %s: %s listed twice", path, d.Digest)
+				}
+				seen[d.Digest] = true
+			}
+			path = ""
+			if l := resp.Header.Get("Link"); l != "" {
+				m := link.FindStringSubmatch(l)
+				if m == nil {
+					t.Fatalf("GET %s: Link %q is not <path>; rel=\"next\"", first, l)
+				}
+				path = m[1]
+			}
+		}
+		return seen, pages
+	}
+	base := "/v2/" + repo + "/referrers/" + subject.String()
+	mirror := "/v2/library/app/referrers/" + subject.String() + "?ns=docker.io"
+	for first, c := range map[string]struct {
+		artifactType string
+		limit        int
+	}{
+		base: {"", pageSize},
+		base + "?artifactType=" + url.QueryEscape(soci):  {soci, pageSize},
+		base + "?artifactType=" + soci:                   {soci, pageSize}, // "+" unencoded, as typed
+		base + "?artifactType=" + url.QueryEscape(other): {other, pageSize},
+		mirror: {"", pageSize},
+		mirror + "&artifactType=" + url.QueryEscape(soci): {soci, pageSize},
+		base + "?n=2": {"", 2},
+		base + "?n=2&artifactType=" + url.QueryEscape(soci): {soci, 2},
+		base + "?n=1000": {"", pageSize},
+	} {
+		seen, pages := walk(first, c.limit)
+		if len(seen) != want[c.artifactType] || pages != (want[c.artifactType]+c.limit-1)/c.limit {
+			t.Errorf("%s: %d referrers in %d pages, want %d in pages of %d", first, len(seen), pages, want[c.artifactType], c.limit)
+		}
+	}
+
+	// oras-go, as oras discover and the snapshotter use it, follows the Link.
+	r, err := remote.NewRepository(strings.TrimPrefix(s.URL, "http://") + "/" + repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.PlainHTTP = true
+	for at, n := range want {
+		var got, calls int
+		if err := r.Referrers(context.Background(), ocispec.Descriptor{Digest: subject}, at, func(refs []ocispec.Descriptor) error {
+			got, calls = got+len(refs), calls+1
+			return nil
+		}); err != nil || got != n || calls != (n+pageSize-1)/pageSize {
+			t.Errorf("oras-go Referrers(%q) = %d referrers in %d pages, %v; want %d in pages of %d", at, got, calls, err, n, pageSize)
+		}
+	}
+
+	// Markers: any digest starts after itself; anything else is a 400.
+	if ix, _ := s.referrers(t, base+"?last=sha256:"+strings.Repeat("f", 64)); len(ix.Manifests) != 0 {
+		t.Errorf("after the last possible digest: %+v", ix.Manifests)
+	}
+	for q, code := range map[string]string{
+		"?last=garbage":    "DIGEST_INVALID",
+		"?last=sha256:zzz": "DIGEST_INVALID",
+		"?last=sha256:" + strings.Repeat("a", 10000): "DIGEST_INVALID",
+		"?last=..%2F..%2Fetc":                        "DIGEST_INVALID",
+		"?n=0":                                       "PAGINATION_NUMBER_INVALID",
+		"?n=-3":                                      "PAGINATION_NUMBER_INVALID",
+		"?n=lots":                                    "PAGINATION_NUMBER_INVALID",
+		"?n=" + strings.Repeat("9", 40):              "PAGINATION_NUMBER_INVALID",
+	} {
+		resp := s.do(t, http.MethodGet, base+q, nil)
+		if got := ociError(t, resp, http.StatusBadRequest); got != code {
+			t.Errorf("GET %.80s: %s, want %s", q, got, code)
+		}
+	}
 }

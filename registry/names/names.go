@@ -15,16 +15,6 @@ const (
 	// DockerHub is the canonical host of Docker Hub in cache repositories.
 	DockerHub = "docker.io"
 
-	// SOCIIndexV1ArtifactType is the artifactType of a SOCI v1 index: an OCI
-	// image manifest whose subject is the indexed image manifest, found
-	// through the Referrers API. It equals soci-snapshotter's
-	// soci.SociIndexArtifactTypeV1; it is repeated here because the registry
-	// must build without cgo and soci's package needs it.
-	SOCIIndexV1ArtifactType = "application/vnd.amazon.soci.index.v1+json"
-	// SOCIIndexV2ArtifactType is the artifactType of a SOCI v2 index, which has
-	// no subject and is tied to the image by an annotation instead.
-	SOCIIndexV2ArtifactType = "application/vnd.amazon.soci.index.v2+json"
-
 	// MaxRepositoryLength is the longest repository name the cache accepts,
 	// the distribution spec's limit.
 	MaxRepositoryLength = reference.RepositoryNameTotalLengthMax

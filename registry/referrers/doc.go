@@ -11,6 +11,9 @@
 // lost.
 //
 // Cache answers lookups from memory and renders the OCI image index the
-// Referrers API returns; Memory is an in-memory Store for unit tests.
+// Referrers API returns, a page at a time (Query, Page): a long list is
+// read in pages bounded by count and by bytes, each starting after the last
+// referrer (by digest) of the one before. Memory is an in-memory Store for
+// unit tests.
 // storetest holds the conformance suite every Store passes.
 package referrers

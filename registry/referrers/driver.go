@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"strings"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/opencontainers/go-digest"
@@ -101,4 +102,39 @@ func (s *Driver) List(ctx context.Context, repo string, subject digest.Digest) (
 	}
 	sortByDigest(out)
 	return out, nil
+}
+
+// Entry is one stored referrer record, named by its object's path.
+type Entry struct {
+	Repository string
+	Subject    digest.Digest
+	Referrer   digest.Digest
+}
+
+// ParseEntryPath returns the record an object below Root stands for;
+// false for anything else (a directory, a stray object). Garbage
+// collection walks Root and reads the records this way.
+func ParseEntryPath(p string) (Entry, bool) {
+	rest, ok := strings.CutPrefix(p, Root+"/")
+	if !ok {
+		return Entry{}, false
+	}
+	i := strings.LastIndex(rest, "/_referrers/")
+	if i <= 0 {
+		return Entry{}, false
+	}
+	parts := strings.Split(rest[i+len("/_referrers/"):], "/")
+	if len(parts) != 3 {
+		return Entry{}, false
+	}
+	alg, hex, ok := strings.Cut(parts[2], "-")
+	if !ok {
+		return Entry{}, false
+	}
+	subject := digest.NewDigestFromEncoded(digest.Algorithm(parts[0]), parts[1])
+	referrer := digest.NewDigestFromEncoded(digest.Algorithm(alg), hex)
+	if subject.Validate() != nil || referrer.Validate() != nil {
+		return Entry{}, false
+	}
+	return Entry{Repository: rest[:i], Subject: subject, Referrer: referrer}, true
 }
