@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"syscall"
 	"time"
 
@@ -15,9 +14,9 @@ import (
 	"github.com/containerd/containerd/v2/pkg/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote"
-	"oras.land/oras-go/v2/registry/remote/errcode"
+
+	"github.com/hermes-oci/hermes/registry/artifacts"
 )
 
 // Source names, as they appear in logs, metrics and Resolution.Source.
@@ -26,38 +25,14 @@ const (
 	SourceUpstream = "upstream"
 )
 
-// findReferrer returns the SOCI v1 index among the referrers of manifest in
-// repo, or an error wrapping ErrNoIndex.
+// findReferrer returns the SOCI v1 index of manifest in repo (the newest,
+// when there are several), or an error wrapping ErrNoIndex.
 func findReferrer(ctx context.Context, repo *remote.Repository, manifest digest.Digest) (ocispec.Descriptor, error) {
-	desc, err := socifs.NewOCIArtifactClient(repo).SelectReferrer(ctx, ocispec.Descriptor{Digest: manifest}, newestIndex)
-	if errors.Is(err, socifs.ErrNoReferrers) || isNotFound(err) {
-		return ocispec.Descriptor{}, fmt.Errorf("%w in %s for %s", ErrNoIndex, repo.Reference, manifest)
-	}
+	desc, err := artifacts.FindIndex(ctx, repo, manifest, artifacts.Selector{})
 	if err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("referrers of %s in %s: %w", manifest, repo.Reference, err)
+		return ocispec.Descriptor{}, fmt.Errorf("%s: %w", repo.Reference, err)
 	}
 	return desc, nil
-}
-
-// isNotFound reports a registry's 404, which is how a registry says it
-// lacks a repository or manifest (the cache answers so for everything it
-// lacks).
-func isNotFound(err error) bool {
-	var er *errcode.ErrorResponse
-	return errors.Is(err, errdef.ErrNotFound) || errors.As(err, &er) && er.StatusCode == http.StatusNotFound
-}
-
-// newestIndex picks, among several indexes of one manifest (rebuilt with
-// other settings, say), the one created last; soci's own policy takes the
-// first listed, whose order the registry chooses.
-func newestIndex(descs []ocispec.Descriptor) (ocispec.Descriptor, error) {
-	best := descs[0]
-	for _, d := range descs[1:] {
-		if d.Annotations[ocispec.AnnotationCreated] > best.Annotations[ocispec.AnnotationCreated] {
-			best = d
-		}
-	}
-	return best, nil
 }
 
 // copyIndex copies the index desc and its zTOCs from repo into st with
@@ -109,6 +84,3 @@ func describe(err error, respTimeout, deadline time.Duration) error {
 		return err
 	}
 }
-
-// indexArtifactType is the artifactType of the indexes Hermes serves.
-const indexArtifactType = soci.SociIndexArtifactTypeV1

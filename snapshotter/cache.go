@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/awslabs/soci-snapshotter/soci/store"
-	"github.com/hermes-oci/hermes/registry/names"
+	"github.com/hermes-oci/hermes/registry/artifacts"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 )
@@ -91,11 +91,7 @@ func (c *CacheRegistry) Name() string { return SourceCache }
 // Repository returns the cache repository (host/name) that holds the
 // indexes of imageRef's images.
 func (c *CacheRegistry) Repository(imageRef string) (string, error) {
-	named, err := names.ParseReference(imageRef)
-	if err != nil {
-		return "", err
-	}
-	return c.host + "/" + names.Repository(named), nil
+	return artifacts.Locator(c.host, imageRef)
 }
 
 // Fetch implements Source.

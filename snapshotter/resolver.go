@@ -11,11 +11,14 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/hermes-oci/hermes/registry/artifacts"
 )
 
 // ErrNoIndex is returned by a Source that answered and holds no SOCI index
-// for the image. Any other error means the source could not answer.
-var ErrNoIndex = errors.New("no SOCI index")
+// for the image. Any other error means the source could not answer. It is
+// artifacts.ErrNoIndex: one sentinel for every lookup.
+var ErrNoIndex = artifacts.ErrNoIndex
 
 // Image identifies what a Prepare belongs to.
 type Image struct {
@@ -159,6 +162,19 @@ func (r *Resolver) Forget(manifest digest.Digest) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.entries, manifest)
+}
+
+// ForgetIndexes drops every remembered answer whose index is in gone (the
+// index was removed from the local store), so the next Resolve of those
+// images copies it again.
+func (r *Resolver) ForgetIndexes(gone map[digest.Digest]bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for m, e := range r.entries {
+		if e.res.Lazy() && gone[e.res.Index.Digest] {
+			delete(r.entries, m)
+		}
+	}
 }
 
 func (r *Resolver) lookup(ctx context.Context, img Image) Resolution {

@@ -2,6 +2,8 @@ package snapshotter
 
 import (
 	"context"
+	"sync"
+	"time"
 
 	"github.com/awslabs/soci-snapshotter/fs/source"
 	"github.com/containerd/containerd/v2/core/mount"
@@ -17,6 +19,11 @@ type Snapshotter struct {
 	snapshots.Snapshotter // soci's snapshotter
 	resolver              *Resolver
 	prepared              PrepareObserver
+
+	// gate keeps the node-disk janitor (Exclusive) apart from the calls
+	// that create, hand out or remove mounts.
+	gate     sync.RWMutex
+	onRemove func()
 }
 
 var (
@@ -51,6 +58,8 @@ func New(soci snapshots.Snapshotter, r *Resolver, obs PrepareObserver) *Snapshot
 // index digest label; otherwise it removes containerd.io/snapshot.ref, so
 // soci prepares an ordinary snapshot and containerd unpacks the layer.
 func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
+	s.gate.RLock()
+	defer s.gate.RUnlock()
 	var info snapshots.Info
 	for _, o := range opts {
 		if err := o(&info); err != nil {
@@ -85,16 +94,21 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 	// those itself. Handing one back to containerd would make containerd's
 	// unpacker start whole downloads of all the layers above it, which
 	// compete with the lazy reads until the pull ends.
+	add := map[string]string{source.TargetSociIndexDigestLabel: res.Index.Digest.String()}
+	mode := PrepareLazy
+	if layer, err := digest.Parse(labels[ctdsnapshotters.TargetLayerDigestLabel]); err == nil && !res.Index.Layers[layer] {
+		mode = PrepareSociUnpack
+		// soci would try a FUSE mount first and log its failure ("no ztoc
+		// for layer") as a warning. A size below soci's min_layer_size
+		// (daemon sets at least 1) makes it skip the attempt and unpack
+		// the layer at once; soci reads no other use of this label.
+		add[source.TargetSizeLabel] = "0"
+		log.Info("layer has no zTOC (smaller than the index's minimum layer size): soci downloads and unpacks it whole, as expected", "image", ref)
+	}
 	if s.prepared != nil {
-		mode := PrepareLazy
-		if layer, err := digest.Parse(labels[ctdsnapshotters.TargetLayerDigestLabel]); err == nil && !res.Index.Layers[layer] {
-			mode = PrepareSociUnpack
-		}
 		s.prepared.Prepared(mode)
 	}
-	return s.Snapshotter.Prepare(ctx, key, parent, append(opts, snapshots.WithLabels(map[string]string{
-		source.TargetSociIndexDigestLabel: res.Index.Digest.String(),
-	}))...)
+	return s.Snapshotter.Prepare(ctx, key, parent, append(opts, snapshots.WithLabels(add))...)
 }
 
 // local hands soci a Prepare without containerd.io/snapshot.ref: soci then
@@ -108,6 +122,48 @@ func (s *Snapshotter) local(ctx context.Context, key, parent string, opts []snap
 		delete(info.Labels, snapshots.LabelSnapshotRef)
 		return nil
 	})...)
+}
+
+// View implements snapshots.Snapshotter.
+func (s *Snapshotter) View(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	return s.Snapshotter.View(ctx, key, parent, opts...)
+}
+
+// Mounts implements snapshots.Snapshotter.
+func (s *Snapshotter) Mounts(ctx context.Context, key string) ([]mount.Mount, error) {
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	return s.Snapshotter.Mounts(ctx, key)
+}
+
+// Remove implements snapshots.Snapshotter, and tells the OnRemove hook.
+func (s *Snapshotter) Remove(ctx context.Context, key string) error {
+	s.gate.RLock()
+	err := s.Snapshotter.Remove(ctx, key)
+	s.gate.RUnlock()
+	if err == nil && s.onRemove != nil {
+		s.onRemove()
+	}
+	return err
+}
+
+// OnRemove sets f to be called after every snapshot removed (the node-disk
+// janitor's Kick). Set it before serving.
+func (s *Snapshotter) OnRemove(f func()) { s.onRemove = f }
+
+// Exclusive runs f while no Prepare, View, Mounts or Remove is in flight,
+// and holds new ones until f returns: what f removes cannot be needed by a
+// call under way. It waits for a moment with no call in flight without
+// holding up new calls meanwhile (a Prepare that unpacks a layer can take
+// minutes, and container starts must not queue behind the janitor).
+func (s *Snapshotter) Exclusive(f func()) {
+	for !s.gate.TryLock() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	defer s.gate.Unlock()
+	f()
 }
 
 // Cleanup forwards to soci's Cleanup. Embedding alone would hide it from

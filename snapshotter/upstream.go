@@ -17,6 +17,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote"
+
+	"github.com/hermes-oci/hermes/registry/artifacts"
 )
 
 // UpstreamOptions configures NewUpstream.
@@ -115,7 +117,7 @@ func (u *Upstream) find(ctx context.Context, repo *remote.Repository, manifest d
 // manifest.
 func v2Annotation(ctx context.Context, repo *remote.Repository, manifest digest.Digest) (ocispec.Descriptor, error) {
 	_, rc, err := repo.Manifests().FetchReference(ctx, manifest.String())
-	if isNotFound(err) {
+	if artifacts.IsNotFound(err) {
 		return ocispec.Descriptor{}, fmt.Errorf("%w: manifest %s not in %s", ErrNoIndex, manifest, repo.Reference)
 	}
 	if err != nil {

@@ -31,6 +31,11 @@ var ErrConfig = errors.New("invalid hermes-snapshotter configuration")
 //	upstream_timeout = "10s"
 //	hosts_dir = "/etc/containerd/certs.d"  # containerd's config_path
 //	docker_config = true        # use the node's docker config.json credentials
+//	span_cache_max_bytes = 10737418240  # fetched spans kept on disk (idle layers' evicted past it)
+//	disk_check_interval = "1m"  # how often node disk is reclaimed besides after removals
+//	survive_restarts = true     # running containers keep reading across restarts
+//	restart_timeout = "2m"      # then reads of a stopped snapshotter fail with EIO
+//	holder_socket = ""          # default <root>/fusesession/holder.sock
 //
 //	[content_store]             # soci's sections, unchanged
 //	containerd_address = "/run/containerd/containerd.sock"
@@ -76,6 +81,26 @@ type Hermes struct {
 	// metadata store, which takes ~50 times longer to mount. 0 keeps all
 	// on disk.
 	MemoryMetadataEntries int64 `toml:"memory_metadata_entries"`
+	// SpanCacheMaxBytes caps the fetched spans kept on disk: past it, the
+	// spans of lazily mounted layers that no container uses are dropped,
+	// least recently used first, and fetched again if read. Layers in use
+	// keep theirs (soci cannot fetch a span twice). 0 is no cap.
+	SpanCacheMaxBytes int64 `toml:"span_cache_max_bytes"`
+	// DiskCheckInterval is how often node disk is reclaimed besides right
+	// after containerd removes snapshots.
+	DiskCheckInterval Duration `toml:"disk_check_interval"`
+	// SurviveRestarts keeps lazily mounted layers served across restarts
+	// of the snapshotter: their FUSE connections are kept by the holder
+	// process (`hermes-snapshotter holder`) and served again by the next
+	// snapshotter (package fusesession).
+	SurviveRestarts bool `toml:"survive_restarts"`
+	// RestartTimeout is how long reads of a running container wait for a
+	// stopped snapshotter to come back before they fail with EIO.
+	RestartTimeout Duration `toml:"restart_timeout"`
+	// HolderSocket is the holder's socket; empty: <root>/fusesession/
+	// holder.sock. When nothing listens there, the snapshotter starts the
+	// holder itself.
+	HolderSocket string `toml:"holder_socket"`
 }
 
 func defaultHermes() Hermes {
@@ -88,6 +113,11 @@ func defaultHermes() Hermes {
 		DockerConfig:    true,
 		// ~150 MiB: the trees of some 30 images of 15,000 files.
 		MemoryMetadataEntries: 500_000,
+		// A tenth of a typical 100 GiB node disk.
+		SpanCacheMaxBytes: 10 << 30,
+		DiskCheckInterval: Duration(time.Minute),
+		SurviveRestarts:   true,
+		RestartTimeout:    Duration(2 * time.Minute),
 	}
 }
 
@@ -183,6 +213,9 @@ func LoadConfig(path string, required bool) (*Config, error) {
 			return nil, fmt.Errorf("%w: %s: [hermes] cache_password_file: %w", ErrConfig, name, err)
 		}
 		h.CachePassword = strings.TrimRight(string(b), "\r\n")
+	}
+	if h.SpanCacheMaxBytes < 0 {
+		return nil, fmt.Errorf("%w: %s: [hermes] span_cache_max_bytes %d: want 0 (no cap) or more", ErrConfig, name, h.SpanCacheMaxBytes)
 	}
 	if h.UpstreamDiscovery && !soci.PullModes.SOCIv1.Enable && !soci.PullModes.SOCIv2.Enable {
 		return nil, fmt.Errorf("%w: %s: upstream_discovery needs [pull_modes.soci_v1] or [pull_modes.soci_v2] enabled", ErrConfig, name)

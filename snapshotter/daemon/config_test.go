@@ -25,6 +25,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := cfg.Hermes
+	if h.SpanCacheMaxBytes != 10<<30 || h.DiskCheckInterval.D() != time.Minute {
+		t.Errorf("disk defaults: cap %d, interval %s", h.SpanCacheMaxBytes, h.DiskCheckInterval.D())
+	}
 	if h.CacheURL != "" || h.Timeout.D() != 2*time.Second || h.NegativeTTL.D() != 30*time.Second || h.UpstreamDiscovery || !h.DockerConfig || h.HostsDir != "/etc/containerd/certs.d" {
 		t.Errorf("hermes defaults: %+v", h)
 	}
@@ -84,6 +87,7 @@ func TestLoadConfigErrors(t *testing.T) {
 	for name, body := range map[string]string{
 		"unknown hermes key":  "[hermes]\ncache_ulr = \"x\"\n",
 		"bad duration":        "[hermes]\ntimeout = \"two seconds\"\n",
+		"negative span cap":   "[hermes]\nspan_cache_max_bytes = -1\n",
 		"not toml":            "[hermes\n",
 		"kubeconfig keychain": "[kubeconfig_keychain]\nenable_keychain = true\n",
 		"both passwords":      "[hermes]\ncache_password = \"a\"\ncache_password_file = \"/x\"\n",
@@ -104,7 +108,7 @@ func TestLoadConfigErrors(t *testing.T) {
 // The shipped example documents the defaults: loading it must give the
 // same configuration as loading nothing.
 func TestExampleConfigShowsDefaults(t *testing.T) {
-	ex, err := LoadConfig("../cmd/hermes-snapshotter/examples/config.toml", true)
+	ex, err := LoadConfig("../../manifests/node/config.toml", true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,8 +19,10 @@ import (
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	"github.com/containerd/containerd/v2/contrib/snapshotservice"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/coreos/go-systemd/v22/activation"
 	sdnotify "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/go-logr/logr"
+	"github.com/hermes-oci/hermes/registry/cli"
 	"github.com/hermes-oci/hermes/snapshotter"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -75,7 +77,7 @@ func Run(ctx context.Context, o Options) error {
 	hosts := registryHosts(ctx, cfg.Hermes.HostsDir, creds, cfg.Soci.FSConfig.RetryableHTTPClientConfig,
 		time.Duration(cfg.Soci.ResolverConfig.AuthClientTTLSec)*time.Second, metrics.CountBlobBytes)
 
-	soci, st, err := newSoci(ctx, o.Root, cfg.Soci, cfg.Hermes.MemoryMetadataEntries, hosts)
+	soci, st, err := newSoci(ctx, o.Root, cfg.Soci, cfg.Hermes.MemoryMetadataEntries, hosts, newSessions(o.Root, cfg.Hermes, reg))
 	if err != nil {
 		return err
 	}
@@ -116,6 +118,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	res := snapshotter.NewResolver(snapshotter.ResolverOptions{NegativeTTL: cfg.Hermes.NegativeTTL.D(), Observer: metrics}, sources...)
 	sn := snapshotter.New(soci, res, metrics)
+	janitor := newJanitor(o.Root, cfg, soci, sn, res, reg)
 
 	l, err := listenUnix(o.Socket)
 	if err != nil {
@@ -129,8 +132,24 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	var serving atomic.Bool
-	var httpSrv *http.Server
+	var metricsListener net.Listener
 	if o.MetricsAddress != "" {
+		if metricsListener, err = net.Listen("tcp", o.MetricsAddress); err != nil {
+			l.Close()
+			closeSoci()
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return janitor.Run(gctx) })
+	g.Go(func() error {
+		if err := rpc.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serve %s: %w", o.Socket, err)
+		}
+		return nil
+	})
+	if metricsListener != nil {
 		mux := http.NewServeMux()
 		// soci registers its soci_fs_* metrics in the default registry.
 		mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{reg, prometheus.DefaultGatherer}, promhttp.HandlerOpts{}))
@@ -141,30 +160,7 @@ func Run(ctx context.Context, o Options) error {
 			}
 			fmt.Fprintln(w, "ok")
 		})
-		httpSrv = &http.Server{Addr: o.MetricsAddress, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	}
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if err := rpc.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			return fmt.Errorf("serve %s: %w", o.Socket, err)
-		}
-		return nil
-	})
-	if httpSrv != nil {
-		ml, err := net.Listen("tcp", o.MetricsAddress)
-		if err != nil {
-			rpc.Stop()
-			closeSoci()
-			return fmt.Errorf("metrics listener: %w", err)
-		}
-		log.Info("serving metrics", "address", ml.Addr().String())
-		g.Go(func() error {
-			if err := httpSrv.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("serve metrics: %w", err)
-			}
-			return nil
-		})
+		g.Go(func() error { return cli.Serve(gctx, "metrics", metricsListener, mux, nil) })
 	}
 	serving.Store(true)
 	log.Info("hermes-snapshotter serving", "socket", o.Socket, "root", o.Root, "cache", cfg.Hermes.CacheURL,
@@ -179,14 +175,14 @@ func Run(ctx context.Context, o Options) error {
 		<-gctx.Done()
 		serving.Store(false)
 		_, _ = sdnotify.SdNotify(false, sdnotify.SdNotifyStopping)
-		log.Info("stopping: unmounting lazily mounted layers")
-		stopGRPC(rpc, 10*time.Second)
-		if httpSrv != nil {
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			_ = httpSrv.Shutdown(sctx)
-			cancel()
+		if cfg.Hermes.SurviveRestarts {
+			log.Info("stopping: lazily mounted layers stay, for the next snapshotter to serve")
+		} else {
+			log.Info("stopping: unmounting lazily mounted layers")
 		}
-		closeSoci()
+		stopGRPC(rpc, 10*time.Second)
+		sn.Exclusive(closeSoci) // after a janitor pass under way
+
 		return nil
 	})
 	return g.Wait()
@@ -218,8 +214,18 @@ func contextInterceptor(base context.Context) grpc.UnaryServerInterceptor {
 }
 
 // listenUnix listens on path, replacing a socket left by a previous run but
-// refusing to take over one that still answers.
+// refusing to take over one that still answers. A socket systemd passes in
+// (hermes-snapshotter.socket, socket activation) is used instead.
 func listenUnix(path string) (net.Listener, error) {
+	ls, err := activation.Listeners()
+	if err != nil {
+		return nil, fmt.Errorf("socket passed by systemd: %w", err)
+	}
+	for _, l := range ls {
+		if l != nil && l.Addr().Network() == "unix" {
+			return l, nil
+		}
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"github.com/hermes-oci/hermes/snapshotter/internal/need"
 	"io"
 	"net"
 	"net/http"
@@ -23,7 +24,7 @@ import (
 // so Run starts once per test binary.)
 func TestRunServesAndNotifies(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("soci's snapshotter needs root")
+		need.Missing(t, "soci's snapshotter needs root")
 	}
 	dir, err := os.MkdirTemp("", "hermes-sn-")
 	if err != nil {
@@ -42,7 +43,7 @@ func TestRunServesAndNotifies(t *testing.T) {
 	l.Close()
 	opts := Options{
 		Socket: filepath.Join(dir, "hermes.sock"), Root: filepath.Join(dir, "root"),
-		ConfigPath: writeConfig(t, "[hermes]\nhosts_dir = \"\"\n[content_store]\ncontainerd_address = \"/nonexistent.sock\"\n"), ConfigRequired: true,
+		ConfigPath: writeConfig(t, "[hermes]\nhosts_dir = \"\"\nsurvive_restarts = false\n[content_store]\ncontainerd_address = \"/nonexistent.sock\"\n"), ConfigRequired: true,
 		MetricsAddress: metricsAddr,
 	}
 	ctx, cancel := context.WithCancel(context.Background())

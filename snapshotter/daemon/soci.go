@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/awslabs/soci-snapshotter/config"
 	socifs "github.com/awslabs/soci-snapshotter/fs"
@@ -22,14 +21,17 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/hermes-oci/hermes/snapshotter/memmeta"
+	"github.com/hermes-oci/hermes/snapshotter/nodedisk"
 )
 
 // sociSnapshotter is soci's snapshotter with what it owns besides: the
 // filesystem metadata database, closed after it.
 type sociSnapshotter struct {
 	snapshots.Snapshotter
-	db   *bolt.DB
-	meta *memmeta.Store // layers' file trees
+	db     *bolt.DB
+	meta   *memmeta.Store   // layers' file trees
+	mounts *nodedisk.Mounts // soci's filesystem, with its lazy mounts recorded
+	sess   *sessions        // nil: lazy mounts end with the process
 }
 
 // Cleanup forwards soci's snapshots.Cleaner.
@@ -41,8 +43,11 @@ func (s *sociSnapshotter) Cleanup(ctx context.Context) error {
 }
 
 // Close unmounts every lazily mounted layer, then closes the databases.
+// With sessions, lazy mounts are left to the next process instead.
 func (s *sociSnapshotter) Close() error {
+	s.sess.handover()
 	err := s.Snapshotter.Close()
+	s.sess.close()
 	if s.db != nil {
 		err = errors.Join(err, s.db.Close())
 	}
@@ -58,13 +63,26 @@ func (s *sociSnapshotter) Close() error {
 //
 // Layers' file trees are kept in memory up to memEntries entries, then in
 // soci's metadata store.
-func newSoci(ctx context.Context, root string, cfg *config.Config, memEntries int64, hosts source.RegistryHosts) (*sociSnapshotter, store.Store, error) {
+//
+// With sess, lazy mounts survive restarts (see sessions).
+func newSoci(ctx context.Context, root string, cfg *config.Config, memEntries int64, hosts source.RegistryHosts, sess *sessions) (*sociSnapshotter, store.Store, error) {
 	log := logr.FromContextOrDiscard(ctx)
-	snRoot, fsRoot := filepath.Join(root, "snapshotter"), filepath.Join(root, "soci")
+	layout := nodedisk.Layout{Root: root}
+	snRoot, fsRoot := layout.Snapshots(), layout.FS()
 	for _, d := range []string{snRoot, fsRoot} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, nil, err
 		}
+	}
+	// Before soci opens anything: what an earlier process left is removed
+	// or checked, never trusted as it is.
+	cleaned, err := nodedisk.Clean(layout)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cleaned.SpanDirs > 0 || cleaned.MetadataBytes > 0 || cleaned.Ingest > 0 || len(cleaned.Corrupt) > 0 {
+		log.Info("removed state an earlier run left", "spanCacheDirs", cleaned.SpanDirs, "spanCacheBytes", cleaned.SpanBytes,
+			"fileTreeStoreBytes", cleaned.MetadataBytes, "halfWrittenBlobs", cleaned.Ingest, "corruptBlobs", cleaned.Corrupt)
 	}
 	md, db, err := metadataStore(root, cfg)
 	if err != nil {
@@ -100,26 +118,10 @@ func newSoci(ctx context.Context, root string, cfg *config.Config, memEntries in
 	if cfg.MaxConcurrency != 0 {
 		fsOpts = append(fsOpts, socifs.WithMaxConcurrency(cfg.MaxConcurrency))
 	}
-	fs, err := socifs.NewFilesystem(ctx, fsRoot, cfg.FSConfig, fsOpts...)
+	sfs, err := socifs.NewFilesystem(ctx, fsRoot, cfg.FSConfig, fsOpts...)
 	if err != nil {
 		return fail(fmt.Errorf("soci filesystem: %w", err))
 	}
-
-	snOpts := []snbase.Opt{snbase.WithAsynchronousRemove}
-	if cfg.MinLayerSize > -1 {
-		snOpts = append(snOpts, snbase.WithMinLayerSize(cfg.MinLayerSize))
-	}
-	if cfg.SnapshotterConfig.AllowInvalidMountsOnRestart {
-		snOpts = append(snOpts, snbase.AllowInvalidMountsOnRestart)
-	}
-	if cfg.PullModes.Parallel.Enable {
-		snOpts = append(snOpts, snbase.ParallelPullUnpack)
-	}
-	sn, err := snbase.NewSnapshotter(ctx, snRoot, fs, snOpts...)
-	if err != nil {
-		return fail(fmt.Errorf("soci snapshotter: %w", err))
-	}
-
 	// A second handle on the content store soci's filesystem uses: the
 	// index sources copy indexes and zTOCs into it.
 	st, err := store.NewContentStore(
@@ -128,10 +130,35 @@ func newSoci(ctx context.Context, root string, cfg *config.Config, memEntries in
 		store.WithSnapshotterRoot(root),
 	)
 	if err != nil {
-		sn.Close()
 		return fail(fmt.Errorf("soci content store: %w", err))
 	}
-	return &sociSnapshotter{Snapshotter: sn, db: db, meta: meta}, st, nil
+	// Lazy mounts served by package fusesession (surviving restarts), soci's
+	// filesystem for the rest; nodedisk records the mounts either way.
+	var lfs snbase.FileSystem = sfs
+	if sess != nil {
+		if lfs, err = sess.wrap(ctx, sfs, fsRoot, cfg, hosts, meta.NewReader, st, opq); err != nil {
+			return fail(fmt.Errorf("FUSE sessions: %w", err))
+		}
+	}
+	fs := nodedisk.TrackMounts(lfs)
+
+	// At least 1 byte: package snapshotter marks layers without a zTOC with
+	// size 0, so that soci unpacks them without first trying (and warning
+	// about) a FUSE mount. No real layer is smaller.
+	snOpts := []snbase.Opt{snbase.WithAsynchronousRemove, snbase.WithMinLayerSize(max(cfg.MinLayerSize, 1))}
+	if cfg.SnapshotterConfig.AllowInvalidMountsOnRestart {
+		snOpts = append(snOpts, snbase.AllowInvalidMountsOnRestart)
+	}
+	if cfg.PullModes.Parallel.Enable {
+		snOpts = append(snOpts, snbase.ParallelPullUnpack)
+	}
+	sn, err := snbase.NewSnapshotter(ctx, snRoot, fs, snOpts...)
+	if err != nil {
+		sess.close()
+		return fail(fmt.Errorf("soci snapshotter: %w", err))
+	}
+	sess.finish()
+	return &sociSnapshotter{Snapshotter: sn, db: db, meta: meta, mounts: fs, sess: sess}, st, nil
 }
 
 // metadataStore opens the store soci keeps each lazily mounted layer's file
@@ -146,7 +173,7 @@ func metadataStore(root string, cfg *config.Config) (metadata.Store, *bolt.DB, e
 	}
 	switch cfg.MetadataStore {
 	case "", "db":
-		db, err := bolt.Open(filepath.Join(root, "metadata.db"), 0o600, opts)
+		db, err := bolt.Open(nodedisk.Layout{Root: root}.MetadataDB(), 0o600, opts)
 		if err != nil {
 			return nil, nil, fmt.Errorf("soci metadata database: %w", err)
 		}
@@ -154,10 +181,7 @@ func metadataStore(root string, cfg *config.Config) (metadata.Store, *bolt.DB, e
 			return metadata.NewReader(db, sr, toc, o...)
 		}, db, nil
 	case "db-multi":
-		dir := filepath.Join(root, "metadata")
-		if err := os.RemoveAll(dir); err != nil { // per-layer files of a previous run
-			return nil, nil, err
-		}
+		dir := nodedisk.Layout{Root: root}.MetadataDir() // emptied by nodedisk.Clean
 		return metadata.NewMultiReader(dir, metadata.DBMultiOptions{BoltOptions: opts}), nil, nil
 	default:
 		return nil, nil, fmt.Errorf("%w: metadata_store %q: want \"db\" or \"db-multi\"", ErrConfig, cfg.MetadataStore)

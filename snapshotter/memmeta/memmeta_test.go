@@ -19,7 +19,7 @@ import (
 	"github.com/awslabs/soci-snapshotter/ztoc/compression"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/hermes-oci/hermes/controller/build/gzindex"
+	"github.com/hermes-oci/hermes/controller/builder/gzindex"
 )
 
 // sociStore is soci's own bbolt store, the reference every tree here must

@@ -9,7 +9,7 @@ import (
 
 	"github.com/awslabs/soci-snapshotter/soci"
 	"github.com/awslabs/soci-snapshotter/soci/store"
-	"github.com/hermes-oci/hermes/registry/names"
+	"github.com/hermes-oci/hermes/registry/artifacts"
 	"github.com/hermes-oci/hermes/snapshotter"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -143,9 +143,9 @@ func push(ctx context.Context, st store.Store, d ocispec.Descriptor, b []byte) e
 }
 
 func key(ref string, manifest digest.Digest) (string, error) {
-	named, err := names.ParseReference(ref)
+	repo, err := artifacts.Repository(ref)
 	if err != nil {
 		return "", err
 	}
-	return names.Repository(named) + "@" + manifest.String(), nil
+	return repo + "@" + manifest.String(), nil
 }
