@@ -24,7 +24,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/hermes-oci/hermes/controller/build"
+	"github.com/hermes-oci/hermes/controller/builder"
 	"github.com/hermes-oci/hermes/registry/names"
 	"github.com/hermes-oci/hermes/tests/harness"
 	"github.com/hermes-oci/hermes/tools/imagegen"
@@ -80,13 +80,14 @@ func TestBuild(t *testing.T) {
 				}
 			}
 			minSize := sizes[smallest] + 1 // the smallest layer is skipped
-			settings := build.Settings{MinLayerSize: minSize, SpanSize: 1 << 20}
+			settings := builder.DefaultSettings().WithSpanSize(1 << 20)
+			settings.MinLayerSize = minSize
 
 			b, tmp := newBuilder(t, cache)
-			var events []build.Progress
-			res, err := b.Build(context.Background(), build.Request{
+			var events []builder.Progress
+			res, err := b.Build(context.Background(), builder.Request{
 				Image: ref, Settings: settings,
-				Progress: func(p build.Progress) { events = append(events, p) },
+				Progress: func(p builder.Progress) { events = append(events, p) },
 			})
 			if err != nil {
 				t.Fatalf("build: %v", err)
@@ -140,14 +141,14 @@ func TestBuild(t *testing.T) {
 				if fmt.Sprint(got) != fmt.Sprint(wantList) {
 					t.Errorf("layer %d: zTOC lists %d entries, tar has %d;\n zTOC %v\n tar  %v", i, len(got), len(wantList), got, wantList)
 				}
-				if pr.Layers[i].State != build.LayerBuilt || pr.Layers[i].Ztoc == nil || pr.Layers[i].Ztoc.Digest != blob.Digest {
+				if pr.Layers[i].State != builder.LayerBuilt || pr.Layers[i].Ztoc == nil || pr.Layers[i].Ztoc.Digest != blob.Digest {
 					t.Errorf("layer %d result %+v", i, pr.Layers[i])
 				}
 			}
-			if l := pr.Layers[smallest]; l.State != build.LayerSkipped || !strings.Contains(l.Reason, "min-layer-size") {
+			if l := pr.Layers[smallest]; l.State != builder.LayerSkipped || !strings.Contains(l.Reason, "min-layer-size") {
 				t.Errorf("layer %d result %+v; want skipped for its size", smallest, l)
 			}
-			final := map[int]build.LayerState{}
+			final := map[int]builder.LayerState{}
 			for _, e := range events {
 				final[e.Layer] = e.State
 			}
@@ -158,7 +159,7 @@ func TestBuild(t *testing.T) {
 			}
 
 			// Again: found, nothing built.
-			again, err := b.Build(context.Background(), build.Request{Image: origin.Host + "/test/" + name + "@" + string(manifestDigest), Settings: settings})
+			again, err := b.Build(context.Background(), builder.Request{Image: origin.Host + "/test/" + name + "@" + string(manifestDigest), Settings: settings})
 			if err != nil {
 				t.Fatalf("second build: %v", err)
 			}
@@ -172,7 +173,7 @@ func TestBuild(t *testing.T) {
 			// Other settings make another index for the same manifest.
 			other := settings
 			other.SpanSize = 2 << 20
-			third, err := b.Build(context.Background(), build.Request{Image: ref, Settings: other})
+			third, err := b.Build(context.Background(), builder.Request{Image: ref, Settings: other})
 			if err != nil {
 				t.Fatalf("third build: %v", err)
 			}
@@ -204,27 +205,19 @@ func TestFormatIdentity(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		spec     imagegen.Spec
-		settings build.Settings
+		settings builder.Settings
 	}{
-		{"edge-all-layers", edge, build.Settings{MinLayerSize: 1, SpanSize: 1 << 20, XAttrOptimization: true, AlignFilesFrom: -1}},
-		{"mixed-defaults", mixed, build.Settings{AlignFilesFrom: -1}},
-		{"mixed-small-spans", mixed, build.Settings{MinLayerSize: 1, SpanSize: 64 << 10, BuildToolIdentifier: "AWS SOCI CLI v0.2", AlignFilesFrom: -1}},
+		{"edge-all-layers", edge, unaligned(func(s *builder.Settings) { s.MinLayerSize, s.SpanSize, s.XAttrOptimization = 1, 1<<20, true })},
+		{"mixed-defaults", mixed, unaligned(func(*builder.Settings) {})},
+		{"mixed-small-spans", mixed, unaligned(func(s *builder.Settings) {
+			s.MinLayerSize, s.SpanSize, s.BuildToolIdentifier = 1, 64<<10, "AWS SOCI CLI v0.2"
+		})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			img := mustImage(t, tc.spec)
 			ref := origin.Host + "/identity/" + tc.name + ":v1"
 			push(t, ref, img)
-			s := tc.settings
-			if s.MinLayerSize == 0 {
-				s.MinLayerSize = build.DefaultMinLayerSize
-			}
-			if s.SpanSize == 0 {
-				s.SpanSize = build.DefaultSpanSize
-			}
-			if s.BuildToolIdentifier == "" {
-				s.BuildToolIdentifier = build.DefaultBuildToolIdentifier
-			}
-			theirs, theirZtocs := sociReference(t, ref, build.DefaultPlatform, s)
+			theirs, theirZtocs := sociReference(t, ref, builder.DefaultPlatform, tc.settings)
 			for _, stage := range []bool{false, true} {
 				t.Run(fmt.Sprintf("staged=%v", stage), func(t *testing.T) {
 					requireSameAsSoci(t, ref, tc.settings, stage, theirs, theirZtocs)
@@ -236,14 +229,14 @@ func TestFormatIdentity(t *testing.T) {
 
 // requireSameAsSoci builds ref into a fresh cache and compares the index and
 // the zTOCs with soci's.
-func requireSameAsSoci(t *testing.T, ref string, settings build.Settings, stage bool, theirs *soci.Index, theirZtocs map[digest.Digest][]byte) {
+func requireSameAsSoci(t *testing.T, ref string, settings builder.Settings, stage bool, theirs *soci.Index, theirZtocs map[digest.Digest][]byte) {
 	t.Helper()
 	cache := startCache(t)
-	b, err := build.New(build.Config{CacheHost: cache.Host, TempDir: t.TempDir(), StageLayers: stage})
+	b, err := builder.New(builder.Config{CacheHost: cache.Host, TempDir: t.TempDir(), StageLayers: stage})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := b.Build(context.Background(), build.Request{Image: ref, Settings: settings})
+	res, err := b.Build(context.Background(), builder.Request{Image: ref, Settings: settings})
 	if err != nil {
 		t.Fatalf("build: %v", err)
 	}
@@ -303,10 +296,10 @@ func TestMultiPlatform(t *testing.T) {
 	named, _ := names.ParseReference(ref)
 	repo := cacheRepo(t, cache, names.Repository(named))
 	b, tmp := newBuilder(t, cache)
-	settings := build.Settings{MinLayerSize: 1}
+	settings := everyLayer()
 
 	// Default: linux/amd64 only.
-	res, err := b.Build(context.Background(), build.Request{Image: ref, Settings: settings})
+	res, err := b.Build(context.Background(), builder.Request{Image: ref, Settings: settings})
 	if err != nil {
 		t.Fatalf("build: %v", err)
 	}
@@ -317,7 +310,7 @@ func TestMultiPlatform(t *testing.T) {
 		t.Fatal("linux/arm64 indexed without being asked for")
 	}
 
-	res, err = b.Build(context.Background(), build.Request{Image: ref, AllPlatforms: true, Settings: settings})
+	res, err = b.Build(context.Background(), builder.Request{Image: ref, AllPlatforms: true, Settings: settings})
 	if err != nil {
 		t.Fatalf("build all: %v", err)
 	}
@@ -344,8 +337,8 @@ func TestMultiPlatform(t *testing.T) {
 	}
 	requireNoTempFiles(t, tmp)
 
-	_, err = b.Build(context.Background(), build.Request{Image: ref, Platforms: []ocispec.Platform{{OS: "linux", Architecture: "s390x"}}})
-	if !errors.Is(err, build.ErrNotFound) || !strings.Contains(err.Error(), "linux/s390x") {
+	_, err = b.Build(context.Background(), builder.Request{Image: ref, Platforms: []ocispec.Platform{{OS: "linux", Architecture: "s390x"}}, Settings: everyLayer()})
+	if !errors.Is(err, builder.ErrNotFound) || !strings.Contains(err.Error(), "linux/s390x") {
 		t.Fatalf("missing platform: %v; want ErrNotFound naming it", err)
 	}
 }
@@ -365,8 +358,8 @@ func TestPrivateOrigin(t *testing.T) {
 	t.Run("no credential", func(t *testing.T) {
 		cache := startCache(t)
 		b, tmp := newBuilder(t, cache)
-		_, err := b.Build(ctx, build.Request{Image: ref, Settings: build.Settings{MinLayerSize: 1}})
-		if !errors.Is(err, build.ErrUnauthorized) || !strings.Contains(err.Error(), "401") {
+		_, err := b.Build(ctx, builder.Request{Image: ref, Settings: everyLayer()})
+		if !errors.Is(err, builder.ErrUnauthorized) || !strings.Contains(err.Error(), "401") {
 			t.Fatalf("got %v; want ErrUnauthorized with the 401", err)
 		}
 		requireNoTempFiles(t, tmp)
@@ -375,12 +368,12 @@ func TestPrivateOrigin(t *testing.T) {
 	t.Run("wrong credential", func(t *testing.T) {
 		cache := startCache(t)
 		b, _ := newBuilder(t, cache)
-		creds, err := build.DockerConfigJSONCredentials([]byte(fmt.Sprintf(`{"auths":{%q:{"username":"puller","password":"nope"}}}`, origin.Host)))
+		creds, err := builder.DockerConfigJSONCredentials([]byte(fmt.Sprintf(`{"auths":{%q:{"username":"puller","password":"nope"}}}`, origin.Host)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = b.Build(ctx, build.Request{Image: ref, Settings: build.Settings{MinLayerSize: 1}, OriginCredentials: creds})
-		if !errors.Is(err, build.ErrUnauthorized) {
+		_, err = b.Build(ctx, builder.Request{Image: ref, Settings: everyLayer(), OriginCredentials: creds})
+		if !errors.Is(err, builder.ErrUnauthorized) {
 			t.Fatalf("got %v; want ErrUnauthorized", err)
 		}
 		cache.requireEmpty(t)
@@ -391,11 +384,11 @@ func TestPrivateOrigin(t *testing.T) {
 		cfg := fmt.Sprintf(`{"auths":{%q:{"username":"puller","password":"s3cret"}}}`, origin.Host)
 		secret, _ := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
 			"data": map[string][]byte{".dockerconfigjson": []byte(cfg)}})
-		creds, err := build.SecretCredentials(secret)
+		creds, err := builder.SecretCredentials(secret)
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := b.Build(ctx, build.Request{Image: ref, Settings: build.Settings{MinLayerSize: 1}, OriginCredentials: creds})
+		res, err := b.Build(ctx, builder.Request{Image: ref, Settings: everyLayer(), OriginCredentials: creds})
 		if err != nil {
 			t.Fatalf("build with the secret: %v", err)
 		}
@@ -432,8 +425,8 @@ func TestInterrupted(t *testing.T) {
 			<-p.reached
 			cancel()
 		}()
-		_, err := b.Build(ctx, build.Request{Image: p.Host + "/test/big:v1", Settings: build.Settings{MinLayerSize: 1}})
-		if !errors.Is(err, build.ErrCancelled) {
+		_, err := b.Build(ctx, builder.Request{Image: p.Host + "/test/big:v1", Settings: everyLayer()})
+		if !errors.Is(err, builder.ErrCancelled) {
 			t.Fatalf("got %v; want ErrCancelled", err)
 		}
 		requireNoTempFiles(t, tmp)
@@ -443,8 +436,8 @@ func TestInterrupted(t *testing.T) {
 		cache := startCache(t)
 		p := startProxy(t, origin.Host, 4<<20, true)
 		b, tmp := newBuilder(t, cache)
-		_, err := b.Build(context.Background(), build.Request{Image: p.Host + "/test/big:v1", Settings: build.Settings{MinLayerSize: 1}})
-		if !errors.Is(err, build.ErrUnavailable) {
+		_, err := b.Build(context.Background(), builder.Request{Image: p.Host + "/test/big:v1", Settings: everyLayer()})
+		if !errors.Is(err, builder.ErrUnavailable) {
 			t.Fatalf("got %v; want ErrUnavailable", err)
 		}
 		if p.blobGets.Load() == 0 {
@@ -464,25 +457,25 @@ func TestCacheAuth(t *testing.T) {
 	push(t, ref, mustImage(t, imagegen.Spec{Layers: []imagegen.Layer{{Kind: imagegen.Random, Size: 2 << 20, Seed: 51}}}))
 	reg := harness.StartHermesRegistry(t, harness.HermesRegistryOptions{Auth: true})
 	cache := cacheRegistry{Host: reg.Host, URL: reg.URL, Root: reg.Root}
-	settings := build.Settings{MinLayerSize: 1}
+	settings := everyLayer()
 
 	b, tmp := newBuilder(t, cache)
-	_, err := b.Build(context.Background(), build.Request{Image: ref, Settings: settings})
-	if !errors.Is(err, build.ErrCacheWriteRefused) {
+	_, err := b.Build(context.Background(), builder.Request{Image: ref, Settings: settings})
+	if !errors.Is(err, builder.ErrCacheWriteRefused) {
 		t.Fatalf("no cache credential: got %v; want ErrCacheWriteRefused", err)
 	}
 	requireNoTempFiles(t, tmp)
 	cache.requireEmpty(t)
 
-	creds, err := build.DockerConfigJSONCredentials([]byte(fmt.Sprintf(`{"auths":{%q:{"username":%q,"password":%q}}}`, reg.Host, reg.Username, reg.Password)))
+	creds, err := builder.DockerConfigJSONCredentials([]byte(fmt.Sprintf(`{"auths":{%q:{"username":%q,"password":%q}}}`, reg.Host, reg.Username, reg.Password)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err = build.New(build.Config{CacheHost: reg.Host, CacheCredentials: creds, TempDir: t.TempDir()})
+	b, err = builder.New(builder.Config{CacheHost: reg.Host, CacheCredentials: creds, TempDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := b.Build(context.Background(), build.Request{Image: ref, Settings: settings})
+	res, err := b.Build(context.Background(), builder.Request{Image: ref, Settings: settings})
 	if err != nil {
 		t.Fatalf("with the cache credential: %v", err)
 	}
@@ -520,7 +513,7 @@ func TestLayerKinds(t *testing.T) {
 	push(t, ref, img)
 
 	b, _ := newBuilder(t, cache)
-	res, err := b.Build(context.Background(), build.Request{Image: ref, Settings: build.Settings{MinLayerSize: 1}})
+	res, err := b.Build(context.Background(), builder.Request{Image: ref, Settings: everyLayer()})
 	if err != nil {
 		t.Fatalf("build: %v", err)
 	}
@@ -529,9 +522,9 @@ func TestLayerKinds(t *testing.T) {
 		t.Fatalf("%d layers", len(ls))
 	}
 	for i, want := range []struct {
-		state  build.LayerState
+		state  builder.LayerState
 		reason string
-	}{{build.LayerBuilt, ""}, {build.LayerBuilt, ""}, {build.LayerSkipped, "zstd"}, {build.LayerSkipped, "not a layer"}} {
+	}{{builder.LayerBuilt, ""}, {builder.LayerBuilt, ""}, {builder.LayerSkipped, "zstd"}, {builder.LayerSkipped, "not a layer"}} {
 		if ls[i].State != want.state || !strings.Contains(ls[i].Reason, want.reason) {
 			t.Errorf("layer %d (%s): %s %q; want %s %q", i, ls[i].MediaType, ls[i].State, ls[i].Reason, want.state, want.reason)
 		}
@@ -543,5 +536,68 @@ func TestLayerKinds(t *testing.T) {
 	}
 	if got, want := ztocListing(z), tarListing(t, dockerTar); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("Docker tar layer: zTOC %v, tar %v", got, want)
+	}
+}
+
+// TestSharedLayers: a layer two images share, in different repositories,
+// is fetched and indexed once. The second image's build (another Builder,
+// as in another process) mounts the zTOC from the cache's catalog; its index
+// names the same zTOC and soci reads every file of it. Other settings build
+// the layer again.
+func TestSharedLayers(t *testing.T) {
+	origin := harness.StartRegistry(t, harness.RegistryOptions{})
+	cache := startCache(t)
+	base := imagegen.Layer{Kind: imagegen.Compressible, Size: 3 << 20, Files: 40, Seed: 7}
+	refA, refB := origin.Host+"/team-a/app:v1", origin.Host+"/team-b/svc:v1"
+	imgA := mustImage(t, imagegen.Spec{Layers: []imagegen.Layer{base, {Kind: imagegen.Random, Size: 1 << 20, Files: 2, Seed: 1}}})
+	imgB := mustImage(t, imagegen.Spec{Layers: []imagegen.Layer{base, {Kind: imagegen.Random, Size: 1 << 20, Files: 2, Seed: 2}}})
+	push(t, refA, imgA)
+	push(t, refB, imgB)
+	baseDigest, _ := layers(t, imgA)[0].Digest()
+
+	build := func(ref string, s builder.Settings) builder.PlatformResult {
+		t.Helper()
+		b, _ := newBuilder(t, cache)
+		res, err := b.Build(context.Background(), builder.Request{Image: ref, Settings: s})
+		if err != nil {
+			t.Fatalf("build %s: %v", ref, err)
+		}
+		return res.Platforms[0]
+	}
+	from := len(origin.Output())
+	a := build(refA, everyLayer())
+	b := build(refB, everyLayer())
+	if a.Layers[0].Reused || !b.Layers[0].Reused || b.Layers[1].Reused {
+		t.Fatalf("reused: A %v %v, B %v %v; want only B's base", a.Layers[0].Reused, a.Layers[1].Reused, b.Layers[0].Reused, b.Layers[1].Reused)
+	}
+	if a.Layers[0].Ztoc.Digest != b.Layers[0].Ztoc.Digest {
+		t.Fatalf("base zTOC %s in A, %s in B", a.Layers[0].Ztoc.Digest, b.Layers[0].Ztoc.Digest)
+	}
+	gets := 0
+	for _, line := range strings.Split(origin.Output()[from:], "\n") {
+		if strings.Contains(line, `"GET /v2/`) && strings.Contains(line, "/blobs/"+baseDigest.String()) {
+			gets++
+		}
+	}
+	if gets != 1 {
+		t.Errorf("the shared layer was fetched %d times from the origin, want once", gets)
+	}
+	// B's index is whole in B's repository: soci extracts every file.
+	named, _ := names.ParseReference(refB)
+	repo := cacheRepo(t, cache, names.Repository(named))
+	idx, _ := fetchIndex(t, repo, *b.Index)
+	for _, blob := range idx.Blobs {
+		z, err := ztoc.Unmarshal(bytes.NewReader(fetchBlob(t, repo, blob)))
+		if err != nil {
+			t.Fatalf("zTOC %s in B's repository: %v", blob.Digest, err)
+		}
+		if len(z.FileMetadata) == 0 {
+			t.Errorf("zTOC %s lists no files", blob.Digest)
+		}
+	}
+	// Other settings: the base is built again.
+	other := everyLayer().WithSpanSize(1 << 20)
+	if c := build(refB, other); c.Layers[0].Reused || c.Layers[0].Ztoc.Digest == b.Layers[0].Ztoc.Digest {
+		t.Errorf("other settings reused the base's zTOC: %+v", c.Layers[0])
 	}
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/hermes-oci/hermes/controller/build"
+	"github.com/hermes-oci/hermes/controller/builder"
 	"github.com/hermes-oci/hermes/tests/harness"
 	"github.com/hermes-oci/hermes/tools/imagegen"
 )
@@ -80,7 +80,7 @@ func TestCLI(t *testing.T) {
 		if r.code != 0 {
 			t.Fatalf("exit %d\n%s", r.code, r.stderr)
 		}
-		var res build.Result
+		var res builder.Result
 		if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
 			t.Fatalf("result JSON: %v\n%s", err, r.stdout)
 		}

@@ -28,10 +28,26 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote"
 
-	"github.com/hermes-oci/hermes/controller/build"
+	"github.com/hermes-oci/hermes/controller/builder"
 	"github.com/hermes-oci/hermes/tests/harness"
 	"github.com/hermes-oci/hermes/tools/imagegen"
 )
+
+// everyLayer is the default settings with every layer indexed.
+func everyLayer() builder.Settings {
+	s := builder.DefaultSettings()
+	s.MinLayerSize = 0
+	return s
+}
+
+// unaligned is the default settings without file alignment (zTOCs as soci
+// makes them), changed by mod.
+func unaligned(mod func(*builder.Settings)) builder.Settings {
+	s := builder.DefaultSettings()
+	s.AlignFilesFrom = 0
+	mod(&s)
+	return s
+}
 
 // cacheRegistry is the registry indexes are pushed to.
 type cacheRegistry struct {
@@ -110,10 +126,10 @@ func mustImage(t *testing.T, spec imagegen.Spec) v1.Image {
 
 // newBuilder returns a builder pushing to cache with temp files in a fresh
 // directory, which it also returns.
-func newBuilder(t *testing.T, cache cacheRegistry) (*build.Builder, string) {
+func newBuilder(t *testing.T, cache cacheRegistry) (*builder.Builder, string) {
 	t.Helper()
 	tmp := t.TempDir()
-	b, err := build.New(build.Config{CacheHost: cache.Host, TempDir: tmp})
+	b, err := builder.New(builder.Config{CacheHost: cache.Host, TempDir: tmp})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +262,7 @@ func ztocListing(z *ztoc.Ztoc) []tarEntry {
 // the image into a containerd local content store, then run soci's
 // IndexBuilder on it. It returns the index and the zTOC blobs by layer
 // digest.
-func sociReference(t *testing.T, ref string, platform ocispec.Platform, s build.Settings) (*soci.Index, map[digest.Digest][]byte) {
+func sociReference(t *testing.T, ref string, platform ocispec.Platform, s builder.Settings) (*soci.Index, map[digest.Digest][]byte) {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"sort"
 	"testing"
 )
 
@@ -40,4 +41,18 @@ func WriteBench(tb testing.TB, name string, v any, table string) {
 		}
 	}
 	tb.Logf("results in %s/%s.{json,txt}\n%s", out, name, table)
+}
+
+// Median is the median of xs (0 for none), the statistic every benchmark
+// reports over its repetitions.
+func Median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

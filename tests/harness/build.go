@@ -1,6 +1,8 @@
 package harness
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -61,8 +63,11 @@ func HermesBin(t testing.TB, name string) string {
 	}
 	// Test packages run in parallel processes: each builds to a private
 	// name and renames it into place, so a running binary is never
-	// overwritten and no process sees a half-written file.
-	dir := filepath.Join(CacheDir(), "test-bin")
+	// overwritten and no process sees a half-written file. Each checkout
+	// (git worktree) has a directory of its own, so two trees tested at
+	// once never run each other's binaries.
+	sum := sha256.Sum256([]byte(root))
+	dir := filepath.Join(CacheDir(), "test-bin", hex.EncodeToString(sum[:6]))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}

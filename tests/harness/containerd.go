@@ -39,6 +39,9 @@ type ContainerdOptions struct {
 	CRISnapshotter string
 	// SandboxImage is the CRI's pinned sandbox (pause) image.
 	SandboxImage string
+	// RuntimeSnapshotters adds CRI runtime handlers (for RuntimeClasses),
+	// each runc with its own snapshotter: handler name -> snapshotter.
+	RuntimeSnapshotters map[string]string
 	// ProxyAnnotations makes containerd pass the remote-snapshot labels
 	// (cri.image-ref, cri.manifest-digest, ...) to proxy snapshotters on
 	// transfer-service pulls (`ctr image pull`), as soci needs.
@@ -107,10 +110,10 @@ func StartContainerd(t testing.TB, opts ContainerdOptions) *Containerd {
 		_, err := RunErr(5*time.Second, ctr, "-a", c.Socket, "version")
 		return err
 	})
-	// Registered after Start's cleanup, so it runs first (LIFO): tasks are
-	// killed while containerd still answers.
-	t.Cleanup(func() { c.killTasks(t) })
+	// Cleanups run last registered first: tasks are killed while
+	// containerd still answers, then containerd stops and leftovers go.
 	t.Cleanup(func() { c.sweep(t) })
+	t.Cleanup(func() { c.killTasks(t) })
 	return c
 }
 
@@ -149,13 +152,13 @@ func (c *Containerd) config(opts ContainerdOptions, proxies []string) string {
           BinaryName = "runc"
           SystemdCgroup = false
           Root = %q
-    [plugins.'io.containerd.cri.v1.runtime'.cni]
+%s    [plugins.'io.containerd.cri.v1.runtime'.cni]
       bin_dirs = [%q]
       conf_dir = %q
   [plugins.'io.containerd.grpc.v1.cri']
     stream_server_address = "127.0.0.1"
     stream_server_port = "0"
-`, filepath.Join(c.Dir, "runc"), filepath.Join(c.Dir, "cni", "bin"), filepath.Join(c.Dir, "cni", "net.d"))
+`, filepath.Join(c.Dir, "runc"), c.runtimes(opts), filepath.Join(c.Dir, "cni", "bin"), filepath.Join(c.Dir, "cni", "net.d"))
 	}
 	if len(proxies) > 0 {
 		b.WriteString("[proxy_plugins]\n")
@@ -165,6 +168,27 @@ func (c *Containerd) config(opts ContainerdOptions, proxies []string) string {
 				fmt.Fprintf(&b, "    [proxy_plugins.%s.exports]\n      enable_remote_snapshot_annotations = \"true\"\n", name)
 			}
 		}
+	}
+	return b.String()
+}
+
+// runtimes renders opts.RuntimeSnapshotters as CRI runtime handlers.
+func (c *Containerd) runtimes(opts ContainerdOptions) string {
+	names := make([]string, 0, len(opts.RuntimeSnapshotters))
+	for n := range opts.RuntimeSnapshotters {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, n := range names {
+		fmt.Fprintf(&b, `      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.%s]
+        runtime_type = "io.containerd.runc.v2"
+        snapshotter = %q
+        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.%s.options]
+          BinaryName = "runc"
+          SystemdCgroup = false
+          Root = %q
+`, n, opts.RuntimeSnapshotters[n], n, filepath.Join(c.Dir, "runc"))
 	}
 	return b.String()
 }

@@ -4,8 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,6 +18,11 @@ type HermesRegistryOptions struct {
 	// Auth makes writes need a credential: the htpasswd user
 	// (Username/Password) or the bearer token (Token, also accepted as a
 	// Basic password with any user name). Reads stay anonymous.
+	//
+	// Without Auth (and RequireReadAuth) the registry is started with
+	// --allow-anonymous-writes: hermes-registry refuses to start with no
+	// write credential, so a test that wants anyone to write opts out of
+	// auth explicitly, by leaving Auth false.
 	Auth bool
 	// RequireReadAuth makes reads need the credential too; implies Auth.
 	RequireReadAuth bool
@@ -30,8 +33,10 @@ type HermesRegistryOptions struct {
 	// StorageConfig is a distribution configuration file whose storage
 	// section replaces the filesystem storage (e.g. s3 on versitygw).
 	StorageConfig string
-	// ReferrersCacheTTL is passed as -referrers-cache-ttl when set
-	// (replicas over shared storage).
+	// ReferrersCacheTTL is passed as --referrers-cache-ttl when positive.
+	// Zero leaves hermes-registry's default, a few seconds, right for
+	// replicas over shared storage; negative passes 0 (sets kept until
+	// changed through that process: a single replica only).
 	ReferrersCacheTTL time.Duration
 	// HTTPSecret is passed as -http-secret when set (replicas).
 	HTTPSecret string
@@ -95,11 +100,11 @@ func StartHermesRegistry(t testing.TB, opts HermesRegistryOptions) *HermesRegist
 	if level == "" {
 		level = "info"
 	}
-	r.args = []string{"-addr", r.Host, "-ops-addr", fmt.Sprintf("127.0.0.1:%d", opsPort), "-log-level", level}
+	r.args = []string{"--addr", r.Host, "--ops-addr", fmt.Sprintf("127.0.0.1:%d", opsPort), "--log-level", level, "--log-format", "text"}
 	if opts.StorageConfig != "" {
-		r.args = append(r.args, "-storage-config", opts.StorageConfig)
+		r.args = append(r.args, "--storage-config", opts.StorageConfig)
 	} else {
-		r.args = append(r.args, "-root", r.Root)
+		r.args = append(r.args, "--root", r.Root)
 	}
 	if opts.Auth || opts.RequireReadAuth {
 		r.Username, r.Password, r.Token = "hermes", hregRandomHex(t, 12), hregRandomHex(t, 24)
@@ -110,16 +115,21 @@ func StartHermesRegistry(t testing.TB, opts HermesRegistryOptions) *HermesRegist
 		r.HtpasswdFile, r.TokenFile = filepath.Join(dir, "htpasswd"), filepath.Join(dir, "token")
 		hregWriteFile(t, r.HtpasswdFile, fmt.Sprintf("%s:%s\n", r.Username, hash))
 		hregWriteFile(t, r.TokenFile, r.Token+"\n")
-		r.args = append(r.args, "-htpasswd", r.HtpasswdFile, "-token-file", r.TokenFile)
+		r.args = append(r.args, "--htpasswd", r.HtpasswdFile, "--token-file", r.TokenFile)
+	} else {
+		r.args = append(r.args, "--allow-anonymous-writes")
 	}
 	if opts.RequireReadAuth {
-		r.args = append(r.args, "-auth-reads")
+		r.args = append(r.args, "--auth-reads")
 	}
-	if opts.ReferrersCacheTTL > 0 {
-		r.args = append(r.args, "-referrers-cache-ttl", opts.ReferrersCacheTTL.String())
+	switch {
+	case opts.ReferrersCacheTTL > 0:
+		r.args = append(r.args, "--referrers-cache-ttl", opts.ReferrersCacheTTL.String())
+	case opts.ReferrersCacheTTL < 0:
+		r.args = append(r.args, "--referrers-cache-ttl", "0")
 	}
 	if opts.HTTPSecret != "" {
-		r.args = append(r.args, "-http-secret", opts.HTTPSecret)
+		r.args = append(r.args, "--http-secret", opts.HTTPSecret)
 	}
 	if opts.TLS {
 		pki, err := NewPKI(filepath.Join(dir, "pki"))
@@ -131,7 +141,7 @@ func StartHermesRegistry(t testing.TB, opts HermesRegistryOptions) *HermesRegist
 			t.Fatal(err)
 		}
 		r.CACert, r.URL = pki.CACert, "https://"+r.Host
-		r.args = append(r.args, "-tls-cert", cert, "-tls-key", key)
+		r.args = append(r.args, "--tls-cert", cert, "--tls-key", key)
 	}
 	r.args = append(r.args, opts.Args...)
 	r.env = opts.Env
@@ -141,42 +151,21 @@ func StartHermesRegistry(t testing.TB, opts HermesRegistryOptions) *HermesRegist
 
 func (r *HermesRegistry) start(t testing.TB) {
 	t.Helper()
-	r.Process = Start(t, "hermes-registry", r.Dir, r.bin, r.args, r.env...)
-	WaitFor(t, r.Process, 20*time.Second, "hermes-registry readiness", HTTPReady(r.OpsURL+"/readyz"))
-	WaitFor(t, r.Process, 10*time.Second, "hermes-registry API port", func() error {
-		c, err := net.DialTimeout("tcp", r.Host, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err
-	})
+	r.Process = StartServer(t, "hermes-registry", r.Dir, r.bin, r.args, r.env, r.OpsURL+"/readyz", r.Host, 20*time.Second)
 }
 
 // Restart stops the registry (SIGTERM, or SIGKILL when crash is set) and
 // starts it again with the same address, storage and credentials.
 func (r *HermesRegistry) Restart(t testing.TB, crash bool) {
 	t.Helper()
-	if crash {
-		r.Kill()
-	} else {
-		r.Stop(10 * time.Second)
-	}
+	r.End(crash, 10*time.Second)
 	r.start(t)
 }
 
 // Metrics returns the registry's Prometheus exposition text.
 func (r *HermesRegistry) Metrics(t testing.TB) string {
 	t.Helper()
-	resp, err := http.Get(r.MetricsURL)
-	if err != nil {
-		t.Fatalf("metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("metrics: %s %v", resp.Status, err)
-	}
-	return string(b)
+	return Scrape(t, r.MetricsURL)
 }
 
 // SetBasicAuth adds the registry's write credential to req (no-op without

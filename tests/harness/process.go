@@ -11,27 +11,22 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hermes-oci/hermes/tests/harness/need"
 )
 
-// InCI reports whether the tests run in CI, where a missing component fails
-// the run instead of skipping it.
-func InCI() bool { v, _ := strconv.ParseBool(os.Getenv("CI")); return v }
+// InCI reports whether the tests run in CI (see package need).
+func InCI() bool { return need.InCI() }
 
-// Missing fails the test in CI and skips it elsewhere: the one place a test
-// decides what an absent component means.
+// Missing fails the test in CI and skips it elsewhere (see package need).
 func Missing(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if InCI() {
-		t.Fatalf("%s (CI=true: a missing component fails the run; run `make deps`)", msg)
-	}
-	t.Skipf("%s (skipped because CI is not set; `make deps` installs it)", msg)
+	need.Missing(t, format, args...)
 }
 
 // CacheDir is where `make deps` keeps built components.
@@ -69,9 +64,7 @@ func Bin(t testing.TB, name string) string {
 // FUSE and mounts need it).
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		Missing(t, "test needs root")
-	}
+	need.Root(t)
 }
 
 // RequireFUSE ends the test via Missing unless /dev/fuse exists.
@@ -174,6 +167,32 @@ func onStarterThread(f func()) {
 	<-done
 }
 
+// StartServer starts a component that serves (as Start does) and waits
+// until readyURL answers and addr (host:port) accepts connections.
+func StartServer(t testing.TB, name, dir, bin string, args, env []string, readyURL, addr string, timeout time.Duration) *Process {
+	t.Helper()
+	p := Start(t, name, dir, bin, args, env...)
+	WaitFor(t, p, timeout, name+" readiness", HTTPReady(readyURL))
+	WaitFor(t, p, 10*time.Second, name+" at "+addr, func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	return p
+}
+
+// End stops the process for a restart: SIGKILL when crash is set (a
+// crash), SIGTERM with grace otherwise.
+func (p *Process) End(crash bool, grace time.Duration) {
+	if crash {
+		p.Kill()
+	} else {
+		p.Stop(grace)
+	}
+}
+
 // PID is the process ID.
 func (p *Process) PID() int { return p.cmd.Process.Pid }
 
@@ -184,6 +203,17 @@ func (p *Process) Exited() (bool, error) {
 		return true, p.err
 	default:
 		return false, nil
+	}
+}
+
+// Wait waits up to timeout for the process to end by itself and returns
+// its exit code; ok is false if it is still running.
+func (p *Process) Wait(timeout time.Duration) (code int, ok bool) {
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode(), true
+	case <-time.After(timeout):
+		return 0, false
 	}
 }
 
@@ -290,9 +320,18 @@ func Run(t testing.TB, timeout time.Duration, bin string, args ...string) string
 
 // RunErr runs a CLI and returns stdout, or an error that includes stderr.
 func RunErr(timeout time.Duration, bin string, args ...string) (string, error) {
+	return RunEnvErr(timeout, nil, bin, args...)
+}
+
+// RunEnvErr is RunErr with extra environment (HOME, DOCKER_CONFIG: where
+// CLIs keep logins).
+func RunEnvErr(timeout time.Duration, env []string, bin string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -303,4 +342,24 @@ func RunErr(timeout time.Duration, bin string, args ...string) (string, error) {
 		return stdout.String(), fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	return stdout.String(), nil
+}
+
+// PeakRSS returns a process's peak resident set size (VmHWM), in MiB.
+func PeakRSS(tb testing.TB, pid int) float64 {
+	tb.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb float64
+			if _, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), &kb); err != nil {
+				tb.Fatalf("VmHWM of %d: %q: %v", pid, rest, err)
+			}
+			return kb / 1024
+		}
+	}
+	tb.Fatalf("no VmHWM for process %d", pid)
+	return 0
 }

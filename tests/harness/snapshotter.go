@@ -5,7 +5,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -40,6 +42,9 @@ type SnapshotterOptions struct {
 	// registry logins ([hermes] docker_config, DOCKER_CONFIG); empty turns
 	// docker_config off.
 	DockerConfig string
+	// Binary runs this hermes-snapshotter instead of the one built from
+	// the working tree (a restart onto a replaced binary).
+	Binary string
 }
 
 // HermesSnapshotter is a running hermes-snapshotter.
@@ -60,13 +65,23 @@ func StartHermesSnapshotter(t testing.TB, opts SnapshotterOptions) *HermesSnapsh
 	t.Helper()
 	RequireRoot(t)
 	RequireFUSE(t)
-	bin := HermesBin(t, "hermes-snapshotter")
+	bin := opts.Binary
+	if bin == "" {
+		bin = HermesBin(t, "hermes-snapshotter")
+	}
 	dir := opts.Dir
 	if dir == "" {
 		dir = TempDir(t, "hsn")
-		// Registered before the process's own cleanup, so it runs after it.
-		t.Cleanup(func() { UnmountBelow(t, dir) })
 	}
+	// Registered before the process's own cleanup, so it runs after it: the
+	// lazy mounts outlive the snapshotter (its FUSE session holder keeps
+	// them), so they are unmounted here and the holder it started is
+	// stopped, also for a Dir a restarting test passes in (both are
+	// idempotent, so each start may register them).
+	t.Cleanup(func() {
+		UnmountBelow(t, dir)
+		StopHolder(t, filepath.Join(dir, "root"))
+	})
 	s := &HermesSnapshotter{
 		Dir:        dir,
 		Root:       filepath.Join(dir, "root"),
@@ -101,7 +116,7 @@ func StartHermesSnapshotter(t testing.TB, opts SnapshotterOptions) *HermesSnapsh
 		level = "debug"
 	}
 	args := []string{"--root", s.Root, "--socket", s.Socket, "--config", s.ConfigPath,
-		"--metrics-address", fmt.Sprintf("127.0.0.1:%d", port), "--log-level", level}
+		"--metrics-address", fmt.Sprintf("127.0.0.1:%d", port), "--log-level", level, "--log-format", "text"}
 	env := opts.Env
 	if opts.DockerConfig != "" {
 		env = append(env, "DOCKER_CONFIG="+opts.DockerConfig)
@@ -126,5 +141,37 @@ func (s *HermesSnapshotter) LinkContainerd(t testing.TB, socket string) {
 	_ = os.Remove(link)
 	if err := os.Symlink(socket, link); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// HolderPID is the process ID of the FUSE session holder of a snapshotter
+// root, 0 when none runs.
+func HolderPID(root string) int {
+	b, err := os.ReadFile(filepath.Join(root, "fusesession", "holder.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || syscall.Kill(pid, 0) != nil {
+		return 0
+	}
+	return pid
+}
+
+// StopHolder stops the FUSE session holder of a snapshotter root, which
+// the snapshotter started in a session of its own (so that it outlives
+// it), with SIGTERM.
+func StopHolder(t testing.TB, root string) {
+	pid := HolderPID(root)
+	if pid == 0 {
+		return
+	}
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if syscall.Kill(pid, 0) == nil {
+		t.Logf("FUSE session holder %d did not stop; killing it", pid)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 }

@@ -3,11 +3,11 @@ package registry
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -80,27 +80,15 @@ func TestBadInput(t *testing.T) {
 		"huge n":                      {http.MethodGet, "/v2/" + repo + "/tags/list?n=" + strings.Repeat("9", 40), nil, "PAGINATION_NUMBER_INVALID"},
 		"huge catalog n":              {http.MethodGet, "/v2/_catalog?n=" + strings.Repeat("9", 40), nil, "PAGINATION_NUMBER_INVALID"},
 		"referrers bad digest":        {http.MethodGet, "/v2/" + repo + "/referrers/sha256:abc", nil, "DIGEST_INVALID"},
-		"blob upload wrong digest":    {http.MethodPost, "/v2/" + repo + "/blobs/uploads/?digest=" + digest.FromString("other").String(), []byte("content"), ""},
 	} {
 		t.Run(name, func(t *testing.T) {
-			req, _ := http.NewRequest(c.method, reg.URL+c.path, bytes.NewReader(c.body))
-			req.Header.Set("Content-Type", ocispec.MediaTypeImageManifest)
-			reg.SetBasicAuth(req)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			if c.code == "" { // an upload: distribution opens it, the digest check comes at PUT
-				return
-			}
-			var body struct{ Errors []struct{ Code string } }
-			if resp.StatusCode < 400 || resp.StatusCode >= 500 || json.Unmarshal(b, &body) != nil || len(body.Errors) == 0 || body.Errors[0].Code != c.code {
+			resp, b, code := call(t, reg, c.method, c.path, ocispec.MediaTypeImageManifest, c.body)
+			if resp.StatusCode < 400 || resp.StatusCode >= 500 || code != c.code {
 				t.Errorf("%s %s: %s %s, want %s", c.method, c.path, resp.Status, b, c.code)
 			}
 		})
 	}
+	t.Run("blob upload wrong digest", func(t *testing.T) { checkWrongDigestUpload(t, reg, repo) })
 	// Huge but valid pagination values are served; a "last" that cannot be
 	// a tag or a repository is refused.
 	for q, want := range map[string]int{
@@ -136,6 +124,71 @@ func TestBadInput(t *testing.T) {
 	}
 	if strings.Contains(reg.Output(), "panic") {
 		t.Errorf("panic in the log")
+	}
+}
+
+// checkWrongDigestUpload uploads content with a digest that is not its own.
+// The spec requires the upload to be refused with DIGEST_INVALID and
+// nothing stored under either digest. The session is then gone
+// (BLOB_UPLOAD_UNKNOWN) or, if the registry keeps it, still resumable (204
+// with the bytes it holds); distribution cancels it.
+func checkWrongDigestUpload(t *testing.T, reg *harness.HermesRegistry, repo string) {
+	content := []byte("content")
+	wrong, right := digest.FromString("other"), digest.FromBytes(content)
+	do := func(method, u string, body []byte) (*http.Response, string) {
+		t.Helper()
+		resp, _, code := call(t, reg, method, u, "application/octet-stream", body)
+		return resp, code
+	}
+	withDigest := func(loc string, d digest.Digest) string {
+		sep := "?"
+		if strings.Contains(loc, "?") {
+			sep = "&"
+		}
+		return loc + sep + "digest=" + url.QueryEscape(d.String())
+	}
+
+	// A POST with ?digest= either takes the body as the whole blob, and then
+	// must refuse it, or opens a session (distribution does) whose PUT must.
+	resp, code := do(http.MethodPost, "/v2/"+repo+"/blobs/uploads/?digest="+url.QueryEscape(wrong.String()), content)
+	var session string
+	switch resp.StatusCode {
+	case http.StatusBadRequest:
+		if code != "DIGEST_INVALID" {
+			t.Fatalf("monolithic upload with a wrong digest: 400 %s, want DIGEST_INVALID", code)
+		}
+	case http.StatusAccepted:
+		session = resp.Header.Get("Location")
+		if session == "" {
+			t.Fatal("upload opened without a Location")
+		}
+		resp, code = do(http.MethodPut, withDigest(session, wrong), content)
+		if resp.StatusCode != http.StatusBadRequest || code != "DIGEST_INVALID" {
+			t.Fatalf("finishing an upload with a wrong digest: %s %s, want 400 DIGEST_INVALID", resp.Status, code)
+		}
+	default:
+		t.Fatalf("upload with a wrong digest: %s %s, want 400 DIGEST_INVALID or 202", resp.Status, code)
+	}
+	for _, d := range []digest.Digest{wrong, right} {
+		if resp, code := do(http.MethodHead, "/v2/"+repo+"/blobs/"+d.String(), nil); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("blob %s after the refused upload: %s %s, want 404", d, resp.Status, code)
+		}
+	}
+	if session == "" {
+		return // no session was opened
+	}
+	switch resp, code := do(http.MethodGet, session, nil); resp.StatusCode {
+	case http.StatusNotFound:
+		if code != "BLOB_UPLOAD_UNKNOWN" {
+			t.Errorf("upload session after the refusal: 404 %s, want BLOB_UPLOAD_UNKNOWN", code)
+		}
+	case http.StatusNoContent:
+		if r := resp.Header.Get("Range"); r != fmt.Sprintf("0-%d", len(content)-1) {
+			t.Errorf("resumable upload session holds Range %q, want the %d bytes sent", r, len(content))
+		}
+		do(http.MethodDelete, session, nil)
+	default:
+		t.Errorf("upload session after the refusal: %s %s, want 404 (gone) or 204 (resumable)", resp.Status, code)
 	}
 }
 
@@ -235,14 +288,14 @@ func TestOpsEndpoints(t *testing.T) {
 }
 
 // TestReplicasShareStorage runs two registries over one storage directory,
-// as replicas over shared object storage: a referrer pushed to one is
-// listed by the other within the cache TTL, an upload started on one
-// finishes on the other, and a delete shows the same way.
+// as replicas over shared object storage, with the default referrers cache
+// TTL (shared storage is correct by default): a referrer pushed to one is
+// listed by the other within the TTL, an upload started on one finishes on
+// the other, and a delete shows the same way.
 func TestReplicasShareStorage(t *testing.T) {
 	ctx := context.Background()
-	const ttl = 300 * time.Millisecond
-	a := harness.StartHermesRegistry(t, harness.HermesRegistryOptions{ReferrersCacheTTL: ttl, HTTPSecret: "shared-secret"})
-	b := harness.StartHermesRegistry(t, harness.HermesRegistryOptions{ReferrersCacheTTL: ttl, HTTPSecret: "shared-secret", Root: a.Root})
+	a := harness.StartHermesRegistry(t, harness.HermesRegistryOptions{HTTPSecret: "shared-secret"})
+	b := harness.StartHermesRegistry(t, harness.HermesRegistryOptions{HTTPSecret: "shared-secret", Root: a.Root})
 	const repo = "quay.io/org/app"
 	subject := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("shared"), Size: 1}
 	if got := listReferrers(t, b.URL, repo, subject.Digest, ""); len(got) != 0 { // b caches "none"
@@ -291,4 +344,36 @@ func TestReplicasShareStorage(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestWriteCredentialRequired starts hermes-registry with no write
+// credential: it exits 1 and says what to do. Allowed anonymous writes
+// (what StartHermesRegistry does without Auth) are warned about.
+func TestWriteCredentialRequired(t *testing.T) {
+	dir := harness.TempDir(t, "nocred")
+	args := []string{"--addr", fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)), "--ops-addr", "",
+		"--root", filepath.Join(dir, "storage"), "--log-format", "text"}
+	p := harness.Start(t, "hermes-registry", dir, harness.HermesBin(t, "hermes-registry"), args)
+	code, exited := p.Wait(20 * time.Second)
+	if !exited {
+		t.Fatal("hermes-registry without a write credential is still running")
+	}
+	out := p.Output()
+	if code != 1 {
+		t.Errorf("exit code %d, want 1; log:\n%s", code, out)
+	}
+	for _, want := range []string{"no write credential", "--htpasswd", "--token-file", "--allow-anonymous-writes"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+
+	reg := harness.StartHermesRegistry(t, harness.HermesRegistryOptions{})
+	var warned bool
+	for _, line := range strings.Split(reg.Output(), "\n") {
+		warned = warned || (strings.Contains(line, "level=WARN") && strings.Contains(line, "anonymous writes are allowed"))
+	}
+	if !warned {
+		t.Errorf("no warning line about anonymous writes in the log:\n%s", reg.Output())
+	}
 }

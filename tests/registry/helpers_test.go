@@ -3,14 +3,16 @@ package registry
 import (
 	"archive/tar"
 	"bytes"
-	"context"
-	"fmt"
+	"encoding/json"
+	"io"
+	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hermes-oci/hermes/tests/harness"
 )
 
 // runEnv runs a CLI with extra environment and returns its stdout; failure
@@ -26,16 +28,34 @@ func runEnv(t *testing.T, env []string, bin string, args ...string) string {
 
 // runEnvErr is runEnv returning the failure, stderr included.
 func runEnvErr(env []string, bin string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	return harness.RunEnvErr(2*time.Minute, env, bin, args...)
+}
+
+// call sends a request to reg with its write credential, if it has one; u
+// is a URL or a path on reg. It returns the response, its body, and the
+// code of the first OCI error in the body ("" if none).
+func call(t *testing.T, reg *harness.HermesRegistry, method, u, contentType string, body []byte) (*http.Response, []byte, string) {
+	t.Helper()
+	if !strings.HasPrefix(u, "http") {
+		u = reg.URL + u
 	}
-	return stdout.String(), nil
+	req, err := http.NewRequest(method, u, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	reg.SetBasicAuth(req)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var e struct{ Errors []struct{ Code string } }
+	if json.Unmarshal(b, &e) == nil && len(e.Errors) > 0 {
+		return resp, b, e.Errors[0].Code
+	}
+	return resp, b, ""
 }
 
 // writeTar writes a layer tarball of files (name -> content).

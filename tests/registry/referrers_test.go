@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 
@@ -19,7 +21,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote/errcode"
 	"oras.land/oras-go/v2/registry/remote/retry"
 
-	"github.com/hermes-oci/hermes/registry/names"
+	"github.com/hermes-oci/hermes/registry/artifacts"
 	"github.com/hermes-oci/hermes/tests/harness"
 )
 
@@ -42,7 +44,7 @@ func repository(t *testing.T, reg *harness.HermesRegistry, repo string) *remote.
 
 // pushReferrer pushes a SOCI-index-like artifact whose subject is subject.
 func pushReferrer(ctx context.Context, r *remote.Repository, subject ocispec.Descriptor, note string) (ocispec.Descriptor, error) {
-	return oras.PackManifest(ctx, r, oras.PackManifestVersion1_1, names.SOCIIndexV1ArtifactType, oras.PackManifestOptions{
+	return oras.PackManifest(ctx, r, oras.PackManifestVersion1_1, artifacts.SOCIIndexV1, oras.PackManifestOptions{
 		Subject:             &subject,
 		ManifestAnnotations: map[string]string{"note": note},
 	})
@@ -121,19 +123,19 @@ func TestConcurrentReferrersSurviveRestart(t *testing.T) {
 	}
 	check := func(when string) {
 		t.Helper()
-		got := listReferrers(t, reg.URL, repo, subject.Digest, "?artifactType="+url.QueryEscape(names.SOCIIndexV1ArtifactType))
+		got := listReferrers(t, reg.URL, repo, subject.Digest, "?artifactType="+url.QueryEscape(artifacts.SOCIIndexV1))
 		if len(got) != n {
 			t.Fatalf("%s: %d referrers listed, want %d", when, len(got), n)
 		}
 		for _, d := range got {
-			if !want[d.Digest] || d.ArtifactType != names.SOCIIndexV1ArtifactType || d.Annotations["note"] == "" {
+			if !want[d.Digest] || d.ArtifactType != artifacts.SOCIIndexV1 || d.Annotations["note"] == "" {
 				t.Fatalf("%s: unexpected referrer %+v", when, d)
 			}
 		}
 		// oras-go agrees, through the API.
 		var viaOras int
 		r := repository(t, reg, repo)
-		if err := r.Referrers(ctx, subject, names.SOCIIndexV1ArtifactType, func(refs []ocispec.Descriptor) error {
+		if err := r.Referrers(ctx, subject, artifacts.SOCIIndexV1, func(refs []ocispec.Descriptor) error {
 			viaOras += len(refs)
 			return nil
 		}); err != nil || viaOras != n {
@@ -154,7 +156,8 @@ func TestConcurrentReferrersSurviveRestart(t *testing.T) {
 
 // TestMirrorRequests reads, the way containerd asks a mirror
 // (/v2/<path>/...?ns=<host>), the same artifact that was pushed under the
-// cache repository, and gets plain 404s for what the cache lacks.
+// cache repository, by digest, and gets plain 404s for what the cache lacks
+// and for tags.
 func TestMirrorRequests(t *testing.T) {
 	ctx := context.Background()
 	reg := harness.StartHermesRegistry(t, harness.HermesRegistryOptions{})
@@ -183,7 +186,7 @@ func TestMirrorRequests(t *testing.T) {
 		t.Fatalf("plain path: %d", code)
 	}
 	for _, path := range []string{
-		"/v2/team/app/manifests/v1?ns=127.0.0.1:5000",
+		"/v2/team/app/manifests/" + desc.Digest.String() + "?ns=127.0.0.1:5000",
 		"/v2/team/app/manifests/" + desc.Digest.String() + "?ns=127.0.0.1%3A5000",
 	} {
 		code, b, h := get(path)
@@ -194,8 +197,10 @@ func TestMirrorRequests(t *testing.T) {
 	if got := listReferrers(t, reg.URL, "team/app", subject.Digest, "?ns=127.0.0.1:5000"); len(got) != 1 || got[0].Digest != desc.Digest {
 		t.Errorf("referrers through ns: %+v", got)
 	}
-	// Missing: 404 with an OCI error body, for manifests, blobs, tags.
+	// Missing: 404 with an OCI error body, for manifests, blobs, tags; and
+	// a mirror never resolves a tag here, even one the cache holds.
 	for _, path := range []string{
+		"/v2/team/app/manifests/v1?ns=127.0.0.1:5000",
 		"/v2/team/app/manifests/v2?ns=127.0.0.1:5000",
 		"/v2/library/nginx/manifests/latest?ns=docker.io",
 		"/v2/library/nginx/blobs/" + digest.FromString("nope").String() + "?ns=docker.io",
@@ -205,6 +210,97 @@ func TestMirrorRequests(t *testing.T) {
 		var body struct{ Errors []struct{ Code string } }
 		if code != http.StatusNotFound || json.Unmarshal(b, &body) != nil || len(body.Errors) == 0 {
 			t.Errorf("GET %s: %d %s, want 404 with an OCI error", path, code, b)
+		}
+	}
+}
+
+// TestManyReferrersPaginated pushes 2,500 referrers of one subject (and a
+// few of another type) and counts them all with oras discover, which reads
+// the Referrers API page by page through its Link header: a page holds at
+// most 1,000 and stays far below the 4 MiB oras-go accepts.
+func TestManyReferrersPaginated(t *testing.T) {
+	orasBin := harness.Bin(t, "oras")
+	ctx := context.Background()
+	reg := harness.StartHermesRegistry(t, harness.HermesRegistryOptions{Auth: true})
+	const repo, n, others = "ghcr.io/org/many", 2500, 20
+	r := repository(t, reg, repo)
+	// The subject, stored as the builder stores images: without its layers.
+	subjectBody := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":%q,"digest":%q,"size":2},"layers":[]}`,
+		ocispec.MediaTypeImageManifest, ocispec.MediaTypeImageConfig, digest.FromString("config")))
+	subject := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(subjectBody), Size: int64(len(subjectBody))}
+	if err := r.PushReference(ctx, subject, bytes.NewReader(subjectBody), "v1"); err != nil {
+		t.Fatal(err)
+	}
+
+	work := make(chan int)
+	errs := make(chan error, n+others)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := repository(t, reg, repo)
+			for i := range work {
+				artifactType := artifacts.SOCIIndexV1
+				if i >= n {
+					artifactType = "application/vnd.hermes.other"
+				}
+				_, err := oras.PackManifest(ctx, r, oras.PackManifestVersion1_1, artifactType, oras.PackManifestOptions{
+					Subject: &subject, ManifestAnnotations: map[string]string{"note": fmt.Sprint(i)},
+				})
+				errs <- err
+			}
+		}()
+	}
+	for i := range n + others {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The API pages: the first page is full and links to the next.
+	resp, err := http.Get(reg.URL + "/v2/" + repo + "/referrers/" + subject.Digest.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first ocispec.Index
+	err = json.NewDecoder(resp.Body).Decode(&first)
+	resp.Body.Close()
+	if err != nil || len(first.Manifests) != 1000 || !strings.HasPrefix(resp.Header.Get("Link"), "</v2/"+repo+"/referrers/") ||
+		!strings.HasSuffix(resp.Header.Get("Link"), `>; rel="next"`) || resp.ContentLength > 1<<20 {
+		t.Fatalf("first page: %d referrers, %d bytes, Link %q, %v", len(first.Manifests), resp.ContentLength, resp.Header.Get("Link"), err)
+	}
+
+	dir := t.TempDir()
+	env := []string{"HOME=" + dir}
+	for _, c := range []struct {
+		args []string
+		want int
+	}{
+		{nil, n + others},
+		{[]string{"--artifact-type", artifacts.SOCIIndexV1}, n},
+	} {
+		args := append([]string{"discover", "--plain-http", "--format", "json", "--depth", "1"}, c.args...)
+		out := runEnv(t, env, orasBin, append(args, reg.Host+"/"+repo+":v1")...)
+		var tree struct {
+			Digest    string
+			Referrers []struct{ Digest, ArtifactType string }
+		}
+		if err := json.Unmarshal([]byte(out), &tree); err != nil {
+			t.Fatalf("oras discover %v: %v", c.args, err)
+		}
+		seen := map[string]bool{}
+		for _, d := range tree.Referrers {
+			seen[d.Digest] = true
+		}
+		if tree.Digest != subject.Digest.String() || len(tree.Referrers) != c.want || len(seen) != c.want {
+			t.Errorf("oras discover %v: %d referrers (%d distinct) of %s, want %d", c.args, len(tree.Referrers), len(seen), tree.Digest, c.want)
 		}
 	}
 }

@@ -3,8 +3,6 @@ package registry
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -15,44 +13,12 @@ import (
 	"github.com/hermes-oci/hermes/tests/harness"
 )
 
-// startS3 runs versitygw (an S3 server over a directory) with one bucket
-// and returns a distribution configuration file using it.
-func startS3(t *testing.T) string {
-	t.Helper()
-	bin := harness.Bin(t, "versitygw")
-	dir := harness.TempDir(t, "s3")
-	if err := os.MkdirAll(filepath.Join(dir, "data", "hermes"), 0o755); err != nil { // the bucket
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-	p := harness.Start(t, "versitygw", dir, bin, []string{"--port", addr, "posix", filepath.Join(dir, "data")},
-		"ROOT_ACCESS_KEY=hermes", "ROOT_SECRET_KEY=hermes-secret")
-	harness.WaitFor(t, p, 15*time.Second, "versitygw", harness.HTTPReady("http://"+addr+"/"))
-	conf := filepath.Join(dir, "registry.yml")
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`version: 0.1
-storage:
-  s3:
-    accesskey: hermes
-    secretkey: hermes-secret
-    region: us-east-1
-    regionendpoint: http://%s
-    bucket: hermes
-    forcepathstyle: true
-    secure: false
-  redirect:
-    disable: true
-`, addr)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return conf
-}
-
 // TestS3Replicas runs two registries over one S3 bucket, as replicas over
 // shared object storage: referrers pushed concurrently to one are all
 // listed by the other, and still after both restart.
 func TestS3Replicas(t *testing.T) {
 	ctx := context.Background()
-	conf := startS3(t)
+	conf := harness.StartS3(t)
 	opts := harness.HermesRegistryOptions{StorageConfig: conf, ReferrersCacheTTL: 200 * time.Millisecond, HTTPSecret: "shared", Auth: true}
 	a := harness.StartHermesRegistry(t, opts)
 	b := harness.StartHermesRegistry(t, opts)

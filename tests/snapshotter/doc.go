@@ -10,4 +10,6 @@
 //	TestUpstreamDiscovery index only next to the image: lazy via soci's way
 //	TestContainerdSuite   containerd's core/snapshots/testsuite over the socket
 //	TestRestart           restart while a lazily started container runs
+//	TestNodeDisk          3 images run then removed: disk back; span cap evicts; no WARN
+//	TestCrashLeftovers    kill -9 mid-mount: leftovers cleaned, nothing stale served
 package snapshotter

@@ -30,7 +30,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote/auth"
 
-	"github.com/hermes-oci/hermes/controller/build"
+	"github.com/hermes-oci/hermes/controller/builder"
 	"github.com/hermes-oci/hermes/tests/harness"
 	"github.com/hermes-oci/hermes/tools/imagegen"
 )
@@ -150,27 +150,34 @@ func pushImage(t *testing.T, n *node, name string, spec imagegen.Spec) image {
 
 // buildIndex builds im's SOCI index (every layer indexed) into the cache
 // registry with Hermes' builder and returns what it built.
-func buildIndex(t *testing.T, cacheHost string, im image) build.PlatformResult {
+// everyLayer is the default settings with every layer indexed.
+func everyLayer() builder.Settings {
+	s := builder.DefaultSettings()
+	s.MinLayerSize = 0
+	return s
+}
+
+func buildIndex(t *testing.T, cacheHost string, im image) builder.PlatformResult {
 	t.Helper()
-	return buildIndexWith(t, cacheHost, im, build.Settings{MinLayerSize: 1})
+	return buildIndexWith(t, cacheHost, im, everyLayer())
 }
 
 // buildIndexWith is buildIndex with the builder's settings.
-func buildIndexWith(t *testing.T, cacheHost string, im image, settings build.Settings) build.PlatformResult {
+func buildIndexWith(t *testing.T, cacheHost string, im image, settings builder.Settings) builder.PlatformResult {
 	t.Helper()
 	return buildIndexAs(t, cacheHost, im, settings, nil)
 }
 
 // buildIndexAs is buildIndexWith reading the origin with creds.
-func buildIndexAs(t *testing.T, cacheHost string, im image, settings build.Settings, creds auth.CredentialFunc) build.PlatformResult {
+func buildIndexAs(t *testing.T, cacheHost string, im image, settings builder.Settings, creds auth.CredentialFunc) builder.PlatformResult {
 	t.Helper()
-	b, err := build.New(build.Config{CacheHost: cacheHost, TempDir: t.TempDir()})
+	b, err := builder.New(builder.Config{CacheHost: cacheHost, TempDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	res, err := b.Build(ctx, build.Request{Image: im.ref, Settings: settings, OriginCredentials: creds})
+	res, err := b.Build(ctx, builder.Request{Image: im.ref, Settings: settings, OriginCredentials: creds})
 	if err != nil {
 		t.Fatalf("build index of %s: %v", im.ref, err)
 	}
@@ -181,7 +188,7 @@ func buildIndexAs(t *testing.T, cacheHost string, im image, settings build.Setti
 }
 
 // indexedLayers returns the layers that got a zTOC.
-func indexedLayers(p build.PlatformResult) map[digest.Digest]bool {
+func indexedLayers(p builder.PlatformResult) map[digest.Digest]bool {
 	m := map[digest.Digest]bool{}
 	for _, l := range p.Layers {
 		if l.Ztoc != nil {
@@ -200,13 +207,20 @@ func pull(t *testing.T, n *node, ref, sn string) (containerd.Image, time.Duratio
 	ctx, cancel := context.WithTimeout(n.ctrd.Context(t), 5*time.Minute)
 	defer cancel()
 	t0 := time.Now()
-	img, err := client.Pull(ctx, ref, containerd.WithPullUnpack, containerd.WithPullSnapshotter(sn),
-		containerd.WithResolver(n.ctrd.AuthResolver(n.user, n.password)),
-		containerd.WithImageHandlerWrapper(ctdsnapshotters.AppendInfoHandlerWrapper(ref)))
+	img, err := client.Pull(ctx, ref, pullOptsTo(n, ref, sn)...)
 	if err != nil {
 		t.Fatalf("pull %s into %s: %v", ref, sn, err)
 	}
 	return img, time.Since(t0)
+}
+
+// pullOpts are the options pull uses, into snapshotter hermes.
+func pullOpts(n *node, ref string) []containerd.RemoteOpt { return pullOptsTo(n, ref, snName) }
+
+func pullOptsTo(n *node, ref, sn string) []containerd.RemoteOpt {
+	return []containerd.RemoteOpt{containerd.WithPullUnpack, containerd.WithPullSnapshotter(sn),
+		containerd.WithResolver(n.ctrd.AuthResolver(n.user, n.password)),
+		containerd.WithImageHandlerWrapper(ctdsnapshotters.AppendInfoHandlerWrapper(ref))}
 }
 
 // run runs args in a new container of img on snapshotter sn and returns

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hermes-oci/hermes/controller/build"
+	"github.com/hermes-oci/hermes/controller/builder"
 	"github.com/hermes-oci/hermes/tools/imagegen"
 	"github.com/opencontainers/go-digest"
 )
@@ -95,7 +95,7 @@ func TestLazyPull(t *testing.T) {
 		spec := lazySpec(63)
 		spec.Layers[1].Size = 12 << 20 // above the 10 MiB default; busybox and the small files are below
 		im := pushImage(t, n, "lazy-partial", spec)
-		p := buildIndexWith(t, n.cache.Host, im, build.Settings{})
+		p := buildIndexWith(t, n.cache.Host, im, builder.DefaultSettings())
 		indexed := indexedLayers(p)
 		if len(indexed) != 1 {
 			t.Fatalf("index covers %d layers, want 1", len(indexed))

@@ -6,8 +6,6 @@ import (
 	"testing"
 
 	"oras.land/oras-go/v2/registry/remote/auth"
-
-	"github.com/hermes-oci/hermes/controller/build"
 )
 
 // TestPrivateOrigin: the origin requires a login. With it in the node's
@@ -27,7 +25,7 @@ func TestPrivateOrigin(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			n := startNode(t, nodeOptions{user: user, password: password, nodeCredentials: tc.nodeCredentials})
 			im := pushImage(t, n, "private", lazySpec(71))
-			p := buildIndexAs(t, n.cache.Host, im, build.Settings{MinLayerSize: 1},
+			p := buildIndexAs(t, n.cache.Host, im, everyLayer(),
 				auth.StaticCredential(n.origin.Host, auth.Credential{Username: user, Password: password}))
 			indexed := indexedLayers(p)
 			from := len(n.origin.Output())

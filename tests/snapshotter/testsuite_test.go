@@ -45,7 +45,7 @@ func startForSuite(bin, root string) (snapshots.Snapshotter, func() error, error
 	dir := filepath.Dir(root)
 	sock := filepath.Join(dir, "hermes.sock")
 	cfg := filepath.Join(dir, "hermes.toml")
-	if err := os.WriteFile(cfg, []byte("[hermes]\nhosts_dir = \"\"\ndocker_config = false\n[content_store]\ncontainerd_address = \"/nonexistent/containerd.sock\"\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte("[hermes]\nhosts_dir = \"\"\ndocker_config = false\nsurvive_restarts = false\n[content_store]\ncontainerd_address = \"/nonexistent/containerd.sock\"\n"), 0o644); err != nil {
 		return nil, nil, err
 	}
 	logf, err := os.Create(filepath.Join(dir, "hermes-snapshotter.log"))

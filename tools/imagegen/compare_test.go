@@ -8,13 +8,13 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/hermes-oci/hermes/tests/harness"
+	"github.com/hermes-oci/hermes/tests/harness/need"
 )
 
 // TestCompareDir builds a directory by hand that matches a small image, then
 // breaks it in several ways and checks each is reported.
 func TestCompareDir(t *testing.T) {
-	harness.RequireRoot(t) // to set owners
+	need.Root(t) // to set owners
 	spec := Spec{Layers: []Layer{{Kind: Files, Entries: []Entry{
 		{Name: "d", Type: tar.TypeDir, Mode: 0o1777},
 		{Name: "d/f", Mode: 0o4750, UID: 1000, GID: 65534, Content: []byte("content\n"), Xattrs: map[string]string{"user.k": "v"}},
@@ -45,7 +45,7 @@ func TestCompareDir(t *testing.T) {
 	must(os.Chown(f, 1000, 65534))
 	must(os.Chmod(f, 0o750|os.ModeSetuid))
 	if err := syscall.Setxattr(f, "user.k", []byte("v"), 0); err != nil {
-		harness.Missing(t, "user xattrs on %s: %v", d, err)
+		need.Missing(t, "user xattrs on %s: %v", d, err)
 	}
 	must(os.Symlink("f", filepath.Join(d, "l")))
 	must(os.Link(f, filepath.Join(d, "h")))

@@ -16,7 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
-	"github.com/hermes-oci/hermes/tests/harness"
+	"github.com/hermes-oci/hermes/tests/harness/need"
 )
 
 // smallSpec has one layer of every generated kind except busybox (whose
@@ -414,7 +414,7 @@ func TestPresetShapes(t *testing.T) {
 func requireBusybox(t *testing.T) string {
 	t.Helper()
 	if _, err := os.Stat(BusyboxPath); err != nil {
-		harness.Missing(t, "%s missing (Debian busybox-static)", BusyboxPath)
+		need.Missing(t, "%s missing (Debian busybox-static)", BusyboxPath)
 	}
 	return BusyboxPath
 }

@@ -97,11 +97,6 @@ versitygw() {
     "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 }
 
-controller_gen() {
-  go_install controller-gen "$CONTROLLER_GEN_VERSION" controller-gen -- \
-    "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_GEN_VERSION"
-}
-
 etcd() {
   local key="$ETCD_VERSION $(sha256sum "$here/etcd/go.mod" | cut -c1-12)"
   if fresh etcd "$key" etcd; then say etcd "ok ($ETCD_VERSION)"; return; fi
@@ -111,7 +106,7 @@ etcd() {
 
 kubernetes() {
   local key="$KUBERNETES_VERSION $(sha256sum "$here/k8s/go.mod" | cut -c1-12)"
-  local cmds=(kube-apiserver kubectl kubelet)
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
   if fresh kubernetes "$key" "${cmds[@]}"; then say kubernetes "ok ($KUBERNETES_VERSION)"; return; fi
   local v=${KUBERNETES_VERSION#v} pkg=k8s.io/component-base/version
   local ld="-s -w -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=${v%%.*} -X $pkg.gitMinor=$(echo "$v" | cut -d. -f2) -X $pkg.gitTreeState=clean"
@@ -130,8 +125,7 @@ t0=$SECONDS
 for c in "${want[@]}"; do
   case $c in
     debian|containerd|registry|crane|oras|versitygw|etcd|kubernetes) "$c" ;;
-    controller-gen) controller_gen ;;
-    *) echo "install.sh: unknown component $c (known: ${all[*]} controller-gen)" >&2; exit 2 ;;
+    *) echo "install.sh: unknown component $c (known: ${all[*]})" >&2; exit 2 ;;
   esac
 done
 say total "$((SECONDS - t0))s; binaries in $BIN"

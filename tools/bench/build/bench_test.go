@@ -21,8 +21,9 @@ import (
 	"github.com/awslabs/soci-snapshotter/ztoc/compression"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/hermes-oci/hermes/controller/build"
-	"github.com/hermes-oci/hermes/controller/build/gzindex"
+	"github.com/hermes-oci/hermes/controller/builder"
+	"github.com/hermes-oci/hermes/controller/builder/gzindex"
+	"github.com/hermes-oci/hermes/controller/builder/ztocfb"
 	"github.com/hermes-oci/hermes/tests/harness"
 	"github.com/hermes-oci/hermes/tools/imagegen"
 )
@@ -95,13 +96,15 @@ func scaled(n int64) int64 {
 // origin: `hermes build` (one-pass and staged), soci's IndexBuilder after a
 // pull into a containerd content store, and `gzip -dc` of the same layers
 // on two workers (the physical limit). Every path runs as its own process
-// for its peak RSS. Results go to $HERMES_BENCH_OUT/build.{json,txt}.
+// for its peak RSS. HERMES_BENCH_BASELINE adds rows for another hermes
+// binary; HERMES_BENCH_HUGE adds image H (see doc.go). Results go to
+// $HERMES_BENCH_OUT/build.{json,txt}.
 func BenchmarkBuild(b *testing.B) {
 	harness.BenchOut(b) // fail before the long run if results cannot be written
-	bins := buildBinaries(b)
+	huge := hugeSize(b)
+	be := &bench{b: b, bins: buildBinaries(b), baseline: baselineBinary(b), rep: &Report{When: time.Now().UTC(), CPUs: runtime.NumCPU(), Go: runtime.Version(), Images: map[string]Sizes{},
+		Goals: map[string]string{"R": ">= 250 MB/s", "C": ">= 60 MB/s (stretch 85)", "peak RSS": "<= 256 MiB"}}}
 	origin := harness.StartRegistry(b, harness.RegistryOptions{})
-	rep := Report{When: time.Now().UTC(), CPUs: runtime.NumCPU(), Go: runtime.Version(), Images: map[string]Sizes{},
-		Goals: map[string]string{"R": ">= 250 MB/s", "C": ">= 60 MB/s (stretch 85)", "peak RSS": "<= 256 MiB"}}
 
 	for i := 0; i < b.N; i++ {
 		for _, im := range images {
@@ -115,77 +118,97 @@ func BenchmarkBuild(b *testing.B) {
 				b.Fatalf("push %s: %v", ref, err)
 			}
 			blobs, sizes := layerBlobs(b, origin, img)
-			rep.Images[im.name] = sizes
+			be.rep.Images[im.name] = sizes
 			mb := float64(sizes.IndexedMB)
 
-			run := func(path string, rss bool, note string, cmd func() (*exec.Cmd, func() error)) {
-				c, after := cmd()
-				sec, peak := measure(b, c)
-				if after != nil {
-					if err := after(); err != nil {
-						b.Fatalf("%s %s: %v", im.name, path, err)
-					}
-				}
-				row := Row{Image: im.name, Path: path, Seconds: sec, MBps: mb / sec, Note: note}
-				if rss {
-					row.PeakRSSMiB = peak
-				}
-				rep.Rows = append(rep.Rows, row)
-				b.Logf("%s %-34s %7.2fs %7.1f MB/s %7.1f MiB", im.name, path, sec, mb/sec, row.PeakRSSMiB)
+			be.run(im.name, mb, "hermes build (one-pass)", true, "network included", be.hermes(be.bins.hermes, ref, false))
+			if be.baseline != "" {
+				be.run(im.name, mb, "baseline: hermes build (one-pass)", true, "HERMES_BENCH_BASELINE, same origin", be.hermes(be.baseline, ref, false))
 			}
-			hermes := func(stage bool) func() (*exec.Cmd, func() error) {
-				return func() (*exec.Cmd, func() error) {
-					cache := harness.StartRegistry(b, harness.RegistryOptions{})
-					tmp := b.TempDir()
-					args := []string{"build", "--cache", cache.Host, "--progress", "none", "--output", "json"}
-					if stage {
-						args = append(args, "--stage-layers")
-					}
-					c := exec.Command(bins.hermes, append(args, ref)...)
-					c.Env = append(os.Environ(), "TMPDIR="+tmp)
-					var stdout bytes.Buffer
-					c.Stdout = &stdout
-					return c, func() error {
-						var res build.Result
-						if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
-							return fmt.Errorf("result: %v: %s", err, stdout.String())
-						}
-						if len(res.Platforms) != 1 || res.Platforms[0].Index == nil || res.Platforms[0].Existed {
-							return fmt.Errorf("unexpected result %+v", res)
-						}
-						cache.Stop(10 * time.Second)
-						return nil
-					}
-				}
-			}
-			run("hermes build (one-pass)", true, "network included", hermes(false))
-			run("hermes build --stage-layers", true, "temp file + soci ztoc.Builder", hermes(true))
+			be.run(im.name, mb, "hermes build --stage-layers", true, "temp file + soci ztoc.Builder", be.hermes(be.bins.hermes, ref, true))
 
 			var soci struct {
 				PullSeconds  float64 `json:"pull_seconds"`
 				BuildSeconds float64 `json:"build_seconds"`
 			}
-			run("soci IndexBuilder (pull + build)", true, "containerd local store", func() (*exec.Cmd, func() error) {
+			be.run(im.name, mb, "soci IndexBuilder (pull + build)", true, "containerd local store", func() (*exec.Cmd, func() error) {
 				dir := b.TempDir()
-				c := exec.Command(bins.socibuild, "-ref", ref, "-dir", dir)
+				c := exec.Command(be.bins.socibuild, "-ref", ref, "-dir", dir)
 				c.Env = append(os.Environ(), "TMPDIR="+dir)
 				var stdout bytes.Buffer
 				c.Stdout = &stdout
 				return c, func() error { return json.Unmarshal(stdout.Bytes(), &soci) }
 			})
-			rep.Rows = append(rep.Rows, Row{Image: im.name, Path: "soci IndexBuilder (build only)", Seconds: soci.BuildSeconds,
+			be.rep.Rows = append(be.rep.Rows, Row{Image: im.name, Path: "soci IndexBuilder (build only)", Seconds: soci.BuildSeconds,
 				MBps: mb / soci.BuildSeconds, Note: fmt.Sprintf("of the run above; pull took %.2fs", soci.PullSeconds)})
-			run("gzip -dc, 2 workers (limit)", false, "same layer blobs from the origin's storage", func() (*exec.Cmd, func() error) {
+			be.run(im.name, mb, "gzip -dc, 2 workers (limit)", false, "same layer blobs from the origin's storage", func() (*exec.Cmd, func() error) {
 				args := []string{"-P2", "-n1", "sh", "-c", `gzip -dc "$0" > /dev/null`}
 				c := exec.Command("xargs", args...)
 				c.Stdin = strings.NewReader(strings.Join(blobs, "\n"))
 				return c, nil
 			})
 
-			rep.Phases = append(rep.Phases, phases(b, im.name, blobs[0])...)
+			be.rep.Phases = append(be.rep.Phases, phases(b, im.name, blobs[0])...)
+		}
+		if huge > 0 {
+			be.huge(huge)
 		}
 	}
-	write(b, rep)
+	write(b, *be.rep)
+}
+
+// bench is one benchmark run: what it runs and what it found.
+type bench struct {
+	b        *testing.B
+	bins     binaries
+	baseline string // another hermes binary to compare with, or ""
+	rep      *Report
+}
+
+// run measures one path for image (mb indexed megabytes) and adds its row.
+func (be *bench) run(image string, mb float64, path string, rss bool, note string, cmd func() (*exec.Cmd, func() error)) {
+	c, after := cmd()
+	sec, peak := measure(be.b, c)
+	if after != nil {
+		if err := after(); err != nil {
+			be.b.Fatalf("%s %s: %v", image, path, err)
+		}
+	}
+	row := Row{Image: image, Path: path, Seconds: sec, MBps: mb / sec, Note: note}
+	if rss {
+		row.PeakRSSMiB = peak
+	}
+	be.rep.Rows = append(be.rep.Rows, row)
+	be.b.Logf("%s %-34s %7.2fs %7.1f MB/s %7.1f MiB", image, path, sec, mb/sec, row.PeakRSSMiB)
+}
+
+// hermes runs `hermes build` of ref with binary bin into a fresh cache
+// registry and checks that it built an index.
+func (be *bench) hermes(bin, ref string, stage bool) func() (*exec.Cmd, func() error) {
+	b := be.b
+	return func() (*exec.Cmd, func() error) {
+		cache := harness.StartRegistry(b, harness.RegistryOptions{})
+		tmp := b.TempDir()
+		args := []string{"build", "--cache", cache.Host, "--progress", "none", "--output", "json"}
+		if stage {
+			args = append(args, "--stage-layers")
+		}
+		c := exec.Command(bin, append(args, ref)...)
+		c.Env = append(os.Environ(), "TMPDIR="+tmp)
+		var stdout bytes.Buffer
+		c.Stdout = &stdout
+		return c, func() error {
+			var res builder.Result
+			if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+				return fmt.Errorf("result: %v: %s", err, stdout.String())
+			}
+			if len(res.Platforms) != 1 || res.Platforms[0].Index == nil || res.Platforms[0].Existed {
+				return fmt.Errorf("unexpected result %+v", res)
+			}
+			cache.Stop(10 * time.Second)
+			return nil
+		}
+	}
 }
 
 // binaries are the programs the benchmark runs.
@@ -252,7 +275,7 @@ func layerBlobs(b *testing.B, origin *harness.Registry, img v1.Image) ([]string,
 		size, _ := l.Size()
 		s.Layers++
 		s.CompressedMB += size
-		if size < build.DefaultMinLayerSize {
+		if size < builder.DefaultMinLayerSize {
 			continue
 		}
 		s.IndexedMB += size
@@ -300,10 +323,10 @@ func phases(b *testing.B, image, blob string) []Phase {
 		}
 		s := cpu(self) - before
 		out = append(out, Phase{Image: image, Layer: layer, Pass: pass, CPUSeconds: s, MBps: mb / s})
-		b.Logf("%s %s %-44s %6.2f cpu-s %7.1f MB/cpu-s", image, layer, pass, s, mb/s)
+		b.Logf("%s %s %-50s %6.2f cpu-s %7.1f MB/cpu-s", image, layer, pass, s, mb/s)
 	}
 	add("soci pass 1: zinfo checkpoints (C, zlib)", func() error {
-		z, err := compression.NewZinfoFromFile(compression.Gzip, blob, build.DefaultSpanSize)
+		z, err := compression.NewZinfoFromFile(compression.Gzip, blob, builder.DefaultSpanSize)
 		if err == nil {
 			z.Close()
 		}
@@ -325,7 +348,7 @@ func phases(b *testing.B, image, blob string) []Phase {
 		return err
 	}, true)
 	add("soci BuildZtoc (all three)", func() error {
-		_, err := ztoc.NewBuilder("bench").BuildZtoc(blob, build.DefaultSpanSize)
+		_, err := ztoc.NewBuilder("bench").BuildZtoc(blob, builder.DefaultSpanSize)
 		return err
 	}, true)
 	add("hermes gzindex (one pass)", func() error {
@@ -334,7 +357,7 @@ func phases(b *testing.B, image, blob string) []Phase {
 			return err
 		}
 		defer f.Close()
-		_, err = gzindex.Build(f, build.DefaultSpanSize, "bench")
+		_, err = gzindex.Build(f, builder.DefaultSpanSize, "bench")
 		return err
 	}, true)
 	add("hermes gzindex (one pass, files aligned)", func() error {
@@ -343,14 +366,63 @@ func phases(b *testing.B, image, blob string) []Phase {
 			return err
 		}
 		defer f.Close()
-		_, err = gzindex.BuildWith(f, gzindex.Options{SpanSize: build.DefaultSpanSize, BuildToolIdentifier: "bench", AlignFilesFrom: build.DefaultAlignFilesFrom})
+		_, err = gzindex.BuildWith(f, gzindex.Options{SpanSize: builder.DefaultSpanSize, BuildToolIdentifier: "bench", AlignFilesFrom: builder.DefaultAlignFilesFrom})
 		return err
+	}, true)
+	// The builder's path for a streamed layer, then as it was before
+	// checkpoints spilled: same index, zTOC serialized to a file.
+	aligned := gzindex.Options{SpanSize: builder.DefaultSpanSize, BuildToolIdentifier: "bench", AlignFilesFrom: builder.DefaultAlignFilesFrom}
+	add("hermes gzindex spilled + ztocfb.Write (aligned)", func() error {
+		return indexToFile(b, blob, func(src io.Reader, dir string, out io.Writer) error {
+			spill, err := os.Create(filepath.Join(dir, "spill"))
+			if err != nil {
+				return err
+			}
+			defer spill.Close()
+			s, err := gzindex.BuildSpilled(src, aligned, spill)
+			if err != nil {
+				return err
+			}
+			cps, n := s.Checkpoints()
+			_, err = ztocfb.Write(out, s.Ztoc, cps, n)
+			return err
+		})
+	}, true)
+	add("hermes gzindex in memory + ztoc.Marshal (aligned)", func() error {
+		return indexToFile(b, blob, func(src io.Reader, _ string, out io.Writer) error {
+			z, err := gzindex.BuildWith(src, aligned)
+			if err != nil {
+				return err
+			}
+			r, _, err := ztoc.Marshal(z)
+			if err == nil {
+				_, err = io.Copy(out, r)
+			}
+			return err
+		})
 	}, true)
 	add("gzip -dc", func() error {
 		c := exec.Command("sh", "-c", `gzip -dc "$0" > /dev/null`, blob)
 		return c.Run()
 	}, false)
 	return out
+}
+
+// indexToFile runs index over the layer file blob with a temp dir and a
+// zTOC file to write.
+func indexToFile(b *testing.B, blob string, index func(src io.Reader, dir string, out io.Writer) error) error {
+	f, err := os.Open(blob)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	dir := b.TempDir()
+	out, err := os.Create(filepath.Join(dir, "ztoc"))
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	return index(f, dir, out)
 }
 
 // cpu returns the user+system CPU seconds of this process (self) or of its
@@ -372,6 +444,9 @@ func write(b *testing.B, rep Report) {
 		s := rep.Images[im.name]
 		fmt.Fprintf(&t, "  image %s: %d layers, %d MB compressed (%d MB in indexed layers, %d MB uncompressed)\n", im.name, s.Layers, s.CompressedMB, s.IndexedMB, s.UncompressedMB)
 	}
+	if s, ok := rep.Images["H"]; ok {
+		fmt.Fprintf(&t, "  image H: %d layer, %d MB compressed (%d MB uncompressed), generated on the fly by the origin\n", s.Layers, s.CompressedMB, s.UncompressedMB)
+	}
 	fmt.Fprintf(&t, "\n%-5s %-34s %9s %9s %10s  %s\n", "image", "path", "time", "MB/s", "peak RSS", "note")
 	for _, r := range rep.Rows {
 		rss := "-"
@@ -382,7 +457,7 @@ func write(b *testing.B, rep Report) {
 	}
 	fmt.Fprintf(&t, "\nWhere the time goes (one layer, CPU seconds, so load from others does not count):\n")
 	for _, p := range rep.Phases {
-		fmt.Fprintf(&t, "%-5s %s %-44s %6.2f cpu-s %8.1f MB/cpu-s\n", p.Image, p.Layer, p.Pass, p.CPUSeconds, p.MBps)
+		fmt.Fprintf(&t, "%-5s %s %-50s %6.2f cpu-s %8.1f MB/cpu-s\n", p.Image, p.Layer, p.Pass, p.CPUSeconds, p.MBps)
 	}
 	fmt.Fprintf(&t, "\ngoals: R %s, C %s, peak RSS %s\n", rep.Goals["R"], rep.Goals["C"], rep.Goals["peak RSS"])
 	harness.WriteBench(b, "build", rep, t.String())

@@ -32,7 +32,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,7 +47,7 @@ import (
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 
-	"github.com/hermes-oci/hermes/controller/build"
+	"github.com/hermes-oci/hermes/controller/builder"
 	"github.com/hermes-oci/hermes/registry/names"
 	"github.com/hermes-oci/hermes/tests/harness"
 	"github.com/hermes-oci/hermes/tools/imagegen"
@@ -176,19 +175,23 @@ func prepare(b *testing.B, origin *harness.Registry, cache *harness.HermesRegist
 	if err != nil {
 		b.Fatal(err)
 	}
-	im.files, im.readBytes = workload(tree, im.size)
+	im.files, im.readBytes = imagegen.Workload(tree, im.size)
 	b.Logf("image %s: %s in %d layers, pushed in %s; workload reads %d files, %s (%.1f%%)",
 		kind, human(im.size), len(layers), time.Since(t0).Round(time.Second), len(im.files), human(im.readBytes), 100*float64(im.readBytes)/float64(im.size))
 
 	t0 = time.Now()
-	bld, err := build.New(build.Config{CacheHost: cache.Host, TempDir: b.TempDir()})
+	bld, err := builder.New(builder.Config{CacheHost: cache.Host, TempDir: b.TempDir()})
 	if err != nil {
 		b.Fatal(err)
 	}
 	// Scaled-down images keep the full-size ratio of layer to min size.
-	minLayer := max(int64(float64(build.DefaultMinLayerSize)*min(scale, 1)), 1)
-	span, _ := strconv.ParseInt(env("HERMES_BENCH_SPAN_SIZE", "0"), 10, 64) // 0: the builder's default
-	res, err := bld.Build(ctx, build.Request{Image: im.ref, Settings: build.Settings{MinLayerSize: minLayer, SpanSize: span}})
+	minLayer := max(int64(float64(builder.DefaultMinLayerSize)*min(scale, 1)), 1)
+	settings := builder.DefaultSettings()
+	if span, _ := strconv.ParseInt(env("HERMES_BENCH_SPAN_SIZE", "0"), 10, 64); span > 0 {
+		settings = settings.WithSpanSize(span)
+	}
+	settings.MinLayerSize = minLayer
+	res, err := bld.Build(ctx, builder.Request{Image: im.ref, Settings: settings})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -212,7 +215,7 @@ func prepare(b *testing.B, origin *harness.Registry, cache *harness.HermesRegist
 // touchedSpans is what a lazy start should take from the origin for the
 // workload's files: the compressed bytes of every span holding part of one
 // of them, and whole the layers without a zTOC (fetched at start).
-func touchedSpans(b *testing.B, cacheRepo string, p build.PlatformResult, files []string) int64 {
+func touchedSpans(b *testing.B, cacheRepo string, p builder.PlatformResult, files []string) int64 {
 	b.Helper()
 	repo, err := remote.NewRepository(cacheRepo)
 	if err != nil {
@@ -258,38 +261,6 @@ func touchedSpans(b *testing.B, cacheRepo string, p build.PlatformResult, files 
 		zi.Close()
 	}
 	return total
-}
-
-// workload picks what a starting application reads: for each data layer, a
-// run of consecutive files (in path order, which is their order in the
-// layer) from the middle of the layer, until the runs hold about 2% of the
-// image's compressed size. Consecutive files share spans, as the files of
-// a package or a library directory do.
-func workload(tree map[string]imagegen.FileInfo, imageSize int64) ([]string, int64) {
-	byRoot := map[string][]string{}
-	for p, fi := range tree {
-		root, _, _ := strings.Cut(p, "/")
-		if fi.Type == '0' && fi.Size > 0 && (strings.HasPrefix(root, "random-") || strings.HasPrefix(root, "tree-")) {
-			byRoot[root] = append(byRoot[root], p)
-		}
-	}
-	roots := make([]string, 0, len(byRoot))
-	for r := range byRoot {
-		roots = append(roots, r)
-		sort.Strings(byRoot[r])
-	}
-	sort.Strings(roots)
-	var files []string
-	var total int64
-	for i, r := range roots {
-		target := imageSize / 50 * int64(i+1) / int64(len(roots)) // this layer's share
-		paths := byRoot[r]
-		for j := len(paths) / 2; j < len(paths) && total < target; j++ {
-			files = append(files, paths[j])
-			total += tree[paths[j]].Size
-		}
-	}
-	return files, total
 }
 
 // start measures one cold start in a fresh containerd (and snapshotter):
@@ -395,18 +366,6 @@ func servedBytes(log string) int64 {
 	return n
 }
 
-func median(xs []float64) float64 {
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 // report writes lazy.json and lazy.txt with the medians and the goals.
 func report(b *testing.B, images []*benchImage, runs []run, bandwidth string) {
 	var sums []summary
@@ -434,7 +393,7 @@ func report(b *testing.B, images []*benchImage, runs []run, bandwidth string) {
 				continue
 			}
 			s := summary{Image: im.name, ImageBytes: im.size, WorkloadBytes: im.readBytes, WorkloadFiles: len(im.files), ZtocBytes: im.ztocBytes, SpanBytes: im.spanBytes,
-				Mode: mode, MedianSec: median(secs), MedianBytes: int64(median(byts))}
+				Mode: mode, MedianSec: harness.Median(secs), MedianBytes: int64(harness.Median(byts))}
 			sums = append(sums, s)
 			fmt.Fprintf(&txt, "%-5s %-10s %12.2f %14s\n", im.name, mode, s.MedianSec, human(s.MedianBytes))
 		}

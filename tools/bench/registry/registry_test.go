@@ -41,7 +41,7 @@ import (
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/registry/remote"
 
-	"github.com/hermes-oci/hermes/registry/names"
+	"github.com/hermes-oci/hermes/registry/artifacts"
 	"github.com/hermes-oci/hermes/tests/harness"
 )
 
@@ -110,7 +110,7 @@ func pushIndex(b *testing.B, host, repo string, subject ocispec.Descriptor, tagS
 			b.Fatal(err)
 		}
 	}
-	desc, err := oras.PackManifest(context.Background(), r, oras.PackManifestVersion1_1, names.SOCIIndexV1ArtifactType,
+	desc, err := oras.PackManifest(context.Background(), r, oras.PackManifestVersion1_1, artifacts.SOCIIndexV1,
 		oras.PackManifestOptions{Subject: &subject, ManifestAnnotations: map[string]string{"org.opencontainers.image.created": "2026-01-01T00:00:00Z"}})
 	if err != nil {
 		b.Fatal(err)
@@ -242,7 +242,7 @@ func BenchmarkRegistry(b *testing.B) {
 	idx := pushIndex(b, hermes.Host, repo, subject, false)
 	pushIndex(b, stock, repo, subject, true)
 	none := digest.FromString("an image without an index")
-	soci := "?artifactType=" + strings.ReplaceAll(names.SOCIIndexV1ArtifactType, "+", "%2B")
+	soci := "?artifactType=" + strings.ReplaceAll(artifacts.SOCIIndexV1, "+", "%2B")
 
 	referrersURL := hermes.URL + "/v2/" + repo + "/referrers/" + subject.Digest.String() + soci
 	tagSchemaURL := "http://" + stock + "/v2/" + repo + "/manifests/" + strings.Replace(subject.Digest.String(), ":", "-", 1)

@@ -3,6 +3,13 @@
 // an image into a containerd local content store, then builds a SOCI index
 // with soci's IndexBuilder, and prints the time of each step as JSON. It runs
 // as its own process so that its peak RSS can be measured.
+//
+// With -convert DEST it does what `soci convert SRC DEST` + `nerdctl push
+// DEST` leave at a registry instead, for the cluster benchmark's peer: soci's
+// IndexBuilder.Convert (a SOCI index manifest v2, the default of soci
+// v0.16's daemon) writes an OCI index holding the image's manifest, annotated
+// with its SOCI index, and the SOCI index; containerd's remotes.PushContent
+// pushes that index and everything it references to DEST.
 package main
 
 import (
@@ -29,6 +36,9 @@ type Result struct {
 	PullSeconds  float64 `json:"pull_seconds"`
 	BuildSeconds float64 `json:"build_seconds"`
 	Ztocs        int     `json:"ztocs"`
+	// With -convert: the pushed OCI index and the time to push it.
+	Converted   string  `json:"converted,omitempty"`
+	PushSeconds float64 `json:"push_seconds,omitempty"`
 }
 
 func main() {
@@ -37,14 +47,15 @@ func main() {
 	platform := flag.String("platform", "linux/amd64", "platform to index")
 	minLayer := flag.Int64("min-layer-size", 10<<20, "soci --min-layer-size")
 	span := flag.Int64("span-size", 4<<20, "soci --span-size")
+	convert := flag.String("convert", "", "soci convert to this reference and push it (empty: soci create, no push)")
 	flag.Parse()
-	if err := run(context.Background(), *ref, *dir, *platform, *minLayer, *span, os.Stdout); err != nil {
+	if err := run(context.Background(), *ref, *dir, *platform, *minLayer, *span, *convert, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "socibuild:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, ref, dir, platform string, minLayer, span int64, out io.Writer) error {
+func run(ctx context.Context, ref, dir, platform string, minLayer, span int64, convert string, out io.Writer) error {
 	p, err := platforms.Parse(platform)
 	if err != nil {
 		return err
@@ -71,7 +82,15 @@ func run(ctx context.Context, ref, dir, platform string, minLayer, span int64, o
 	}
 	pulled := time.Now()
 
-	blobs, err := store.NewSociStore(filepath.Join(dir, "soci"))
+	sociDir := filepath.Join(dir, "soci")
+	if convert != "" {
+		// Convert writes manifests that reference the image's blobs: one
+		// store holds both (local.Store and soci's oras store share the
+		// blobs/sha256 layout), as containerd's content store does for
+		// `soci convert`.
+		sociDir = filepath.Join(dir, "content")
+	}
+	blobs, err := store.NewSociStore(sociDir)
 	if err != nil {
 		return err
 	}
@@ -86,6 +105,27 @@ func run(ctx context.Context, ref, dir, platform string, minLayer, span int64, o
 	// soci prints a line per layer to stdout; keep stdout for the result.
 	stdout := os.Stdout
 	os.Stdout = os.Stderr
+	if convert != "" {
+		conv, err := ib.Convert(ctx, images.Image{Name: ref, Target: desc}, soci.ConvertWithPlatforms(p))
+		os.Stdout = stdout
+		if err != nil {
+			return fmt.Errorf("soci convert: %w", err)
+		}
+		built := time.Now()
+		pusher, err := resolver.Pusher(ctx, convert)
+		if err != nil {
+			return err
+		}
+		if err := remotes.PushContent(ctx, pusher, *conv, cs, nil, platforms.All, nil); err != nil {
+			return fmt.Errorf("push %s: %w", convert, err)
+		}
+		return json.NewEncoder(out).Encode(Result{
+			PullSeconds:  pulled.Sub(start).Seconds(),
+			BuildSeconds: built.Sub(pulled).Seconds(),
+			Converted:    conv.Digest.String(),
+			PushSeconds:  time.Since(built).Seconds(),
+		})
+	}
 	res, err := ib.Build(ctx, images.Image{Name: ref, Target: desc}, soci.WithPlatform(p))
 	os.Stdout = stdout
 	if err != nil {
